@@ -1,0 +1,5 @@
+"""`python -m apprentice` runs the command line."""
+
+from apprentice.cli import main
+
+main()

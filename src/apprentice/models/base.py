@@ -1,0 +1,91 @@
+"""The one generation interface every stage uses: a batch of `Request`s in, `Completion`s out.
+
+A backend subclasses `Model` and implements `stream`, which yields (index, Completion) pairs as results finish
+(in any order); `generate` collects them in request order. Streaming lets long runs save each answer the moment it
+arrives, so a kill loses only the requests in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class Request:
+    """A chat request (`messages`) or a plain completion request (`prompt`); exactly one is set."""
+
+    prompt: str | None = None
+    messages: tuple[dict, ...] | None = None
+    max_tokens: int = 256
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    logprobs: int | None = None  # ask servers for the top-N log-probabilities of the first tokens
+
+    def __post_init__(self) -> None:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("a Request needs exactly one of prompt= or messages=")
+        if self.messages is not None and not isinstance(self.messages, tuple):
+            object.__setattr__(self, "messages", tuple(self.messages))
+        if not isinstance(self.stop, tuple):
+            object.__setattr__(self, "stop", tuple(self.stop))
+
+    @property
+    def is_chat(self) -> bool:
+        return self.messages is not None
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["messages"] = list(self.messages) if self.messages is not None else None
+        data["stop"] = list(self.stop)
+        return data
+
+    def key(self) -> str:
+        """A stable hash of everything that determines the answer (used by the response cache)."""
+        blob = json.dumps(self.to_json(), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str  # "stop" (EOS or a stop string) or "length" (max_tokens reached)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached: bool = False
+    # top log-probabilities of the first generated token, {token_text: logprob}, when the backend returns them
+    top_logprobs: dict[str, float] | None = None
+    raw: dict = field(default_factory=dict)  # the backend's raw response, for the record
+
+
+ProgressCallback = Callable[[int, Completion], None]
+
+
+class Model(ABC):
+    """A text generator behind one spec string (`openai:…`, `hf:…`, `gguf:…`, `bundled:…`)."""
+
+    spec: str
+
+    @abstractmethod
+    def stream(self, requests: Sequence[Request]) -> Iterator[tuple[int, Completion]]:
+        """Yield (index into requests, completion) as each finishes, in any order."""
+
+    def generate(self, requests: Sequence[Request]) -> list[Completion]:
+        results: list[Completion | None] = [None] * len(requests)
+        for index, completion in self.stream(requests):
+            results[index] = completion
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Release connections or memory; the default holds nothing."""
+
+    @property
+    def stats(self) -> dict:
+        """Counters worth reporting (requests, retries, tokens); backends add their own."""
+        return {}
