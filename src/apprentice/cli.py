@@ -1,4 +1,4 @@
-"""The `apprentice` command line: a thin typer app. Each stage registers its commands from its own `cli` module;
+"""The `apprentice` command line: a thin typer app. Each command group registers itself from `apprentice.commands`;
 this file only assembles them and turns `UserError`s into one line and exit code 2."""
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ def _options(
 
 
 def _register_commands() -> None:
-    from apprentice.models import cli as models_cli
+    from apprentice.commands import models
 
-    for register in (models_cli.register,):
+    for register in (models.register,):
         register(app)
 
 
