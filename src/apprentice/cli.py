@@ -31,9 +31,9 @@ def _options(
 
 
 def _register_commands() -> None:
-    from apprentice.commands import models
+    from apprentice.commands import judge, models
 
-    for register in (models.register,):
+    for register in (models.register, judge.register):
         register(app)
 
 

@@ -1,0 +1,93 @@
+"""Commands for blind pairwise evaluation: `judge` (an LLM judge over two output files) and `tally` (statistics).
+
+    apprentice judge --a student.json --b teacher.json --judge bundled:smollm2-135m-instruct --out judgments.json
+    apprentice tally judgments.json [--model NAME] [--json]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from apprentice.models.spec import SPEC_HELP, BackendOptions
+
+console = Console()
+
+
+def judge(
+    a: Path = typer.Option(..., "--a", help="Outputs of model A (AlpacaEval model_outputs.json); output_1 in the "
+                                            "annotations."),
+    b: Path = typer.Option(..., "--b", help="Outputs of model B, same instructions; output_2 in the annotations, "
+                                            "the model whose win rate `tally` reports by default."),
+    judge_spec: str = typer.Option(..., "--judge", help=f"The judge model ({SPEC_HELP})."),
+    out: Path = typer.Option(..., "--out", help="Where to write the annotations JSON (replaced atomically)."),
+    orders: int = typer.Option(2, "--orders", min=1, max=2,
+                               help="2: judge A-first and B-first, disagreement is a tie; 1: one seeded random "
+                                    "order per pair (half the calls, no position-bias check)."),
+    seed: int = typer.Option(0, help="Decides which output is shown first with --orders 1."),
+    cache: Path = typer.Option(None, help="SQLite record and cache of judge calls, so reruns and resumed runs cost "
+                                          "nothing (default: OUT with the suffix .cache.sqlite)."),
+    limit: int = typer.Option(None, min=1, help="Judge only the first N instructions of A (a quick look)."),
+    max_tokens: int = typer.Option(16, min=1, help="Most tokens per judge reply; a verdict needs a few."),
+    concurrency: int = typer.Option(8, min=1, help="HTTP judges: requests in flight at once."),
+    batch_size: int = typer.Option(8, min=1, help="Local judges: prompts generated together."),
+    device: str = typer.Option(None, help="Local judges: torch device (default: cuda when available, else cpu)."),
+) -> None:
+    """Ask an LLM judge which of two models' outputs is better for each instruction; write AlpacaEval annotations."""
+    from apprentice.evaluate.judge import judge_pairs, write_annotations
+    from apprentice.evaluate.outputs import join_outputs, load_outputs
+    from apprentice.models import load_model, parse_spec
+    from apprentice.models.record import RecordedModel
+
+    spec = parse_spec(judge_spec)
+    pairs = join_outputs(load_outputs(a), load_outputs(b), str(a), str(b))[:limit]
+    cache = cache or out.with_suffix(".cache.sqlite")
+    model = RecordedModel(load_model(spec, BackendOptions(concurrency=concurrency, batch_size=batch_size,
+                                                          device=device)), cache)
+    columns = (TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TextColumn("calls"), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("judging", total=None)
+            annotations = judge_pairs(pairs, model, orders=orders, seed=seed, max_tokens=max_tokens,
+                                      annotator=str(spec),
+                                      progress=lambda done, planned: progress.update(task, completed=done,
+                                                                                     total=planned))
+    finally:
+        model.close()
+    write_annotations(out, annotations)
+    failed = sum(item["preference"] is None for item in annotations)
+    stats = model.stats
+    console.print(f"wrote {len(annotations)} judgments to {out} ({stats['paid_calls']} judge calls, "
+                  f"{stats['cache_hits']} from the cache {cache}); see them with: apprentice tally {out}")
+    if failed:
+        console.print(f"[yellow]{failed} judgments failed[/]: no verdict even after a strict retry; they have "
+                      f"preference null and tally leaves them out (see 'failure' and 'orders' in {out})")
+
+
+def tally(
+    files: list[Path] = typer.Argument(..., help="Annotation JSON files (ours or AlpacaEval's) or votes databases "
+                                                  "from `apprentice annotate`; each is tallied on its own."),
+    model: str = typer.Option(None, "--model", help="Whose win rate to report (a generator name; default: "
+                                                    "generator_2 of the first annotation, i.e. judge's --b)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list, one object per file, instead of tables."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap interval."),
+) -> None:
+    """Wins, ties, losses, win rate with confidence intervals, sign test and length control for pairwise judgments."""
+    from apprentice.evaluate.tally import print_summary, tally_file
+
+    summaries = [tally_file(path, model, seed) for path in files]
+    if as_json:
+        typer.echo(json.dumps(summaries, indent=2))
+        return
+    for summary in summaries:
+        print_summary(summary, console)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="judge")(judge)
+    app.command(name="tally")(tally)

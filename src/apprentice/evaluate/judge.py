@@ -1,0 +1,170 @@
+"""The LLM judge: ask a model which of two outputs follows the instruction better, in both orders, and write
+AlpacaEval-style annotations.
+
+    from apprentice.evaluate.judge import judge_pairs, write_annotations
+    annotations = judge_pairs(pairs, model)          # pairs from outputs.join_outputs, model from models.load_model
+    write_annotations("judgments.json", annotations)
+
+or `apprentice judge --a A.json --b B.json --judge SPEC --out judgments.json`.
+
+Judges favour whichever output they read first, so by default each pair is judged twice, A shown first and then B
+shown first; the two verdicts must agree to count, and a disagreement is a tie with the disagreement recorded
+(FastChat's rule). With `orders=1` each pair is judged once in a seeded random order (AlpacaEval's way); the swap is
+recorded and undone after parsing. Identical outputs are a tie without a call. An answer with no readable verdict is
+asked again once with a stricter prompt; if that fails too the judgment fails: preference None, never a guess.
+
+Annotations follow AlpacaEval: output_1 is A, output_2 is B, preference 1 = output_1 wins, 2 = output_2 wins,
+1.5 = tie, None = failed. Each also keeps the raw judge texts and verdict per order and whether the orders agreed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+
+from apprentice.evaluate.outputs import Pair
+from apprentice.evaluate.verdict import Verdict, parse_verdict, verdict_from_logprobs
+from apprentice.models import Completion, Model, Request
+
+TIE = 1.5
+ProgressCallback = Callable[[int, int], None]  # (requests answered, requests planned so far)
+
+
+@cache
+def load_prompt(name: str) -> str:
+    """A judge prompt shipped beside this module: "judge_prompt.txt" or "judge_prompt_strict.txt"."""
+    return files("apprentice.evaluate").joinpath(name).read_text(encoding="utf-8")
+
+
+@dataclass
+class _View:
+    """One showing of a pair to the judge: which output came first and what the judge said."""
+
+    pair: int
+    swapped: bool  # True when B was shown first
+    texts: list[str] = field(default_factory=list)
+    verdict: Verdict | None = None  # in the judge's labels: A = shown first
+    source: str | None = None  # "text" or "logprobs"
+
+    @property
+    def preference(self) -> float | None:
+        """The verdict in file terms, swap undone: 1 = A file wins, 2 = B file wins, 1.5 = tie."""
+        if self.verdict is None:
+            return None
+        if self.verdict == "tie":
+            return TIE
+        return 1.0 if (self.verdict == "A") != self.swapped else 2.0
+
+    def to_json(self) -> dict:
+        return {"shown_first": 2 if self.swapped else 1, "texts": self.texts, "verdict": self.verdict,
+                "verdict_from": self.source, "preference": self.preference}
+
+
+def seeded_swap(seed: int, instruction: str) -> bool:
+    """Whether B is shown first, fixed by the seed and the instruction alone, so a subset or a reordered file
+    keeps its sides."""
+    return hashlib.sha256(f"{seed}\0{instruction}".encode()).digest()[0] & 1 == 1
+
+
+def judge_request(pair: Pair, swapped: bool, strict: bool = False, max_tokens: int = 16) -> Request:
+    """The chat request that shows `pair` to the judge; greedy, short, and asking for first-token log-probabilities
+    so that servers which return them give the verdict's probabilities too."""
+    first, second = (pair.output_b, pair.output_a) if swapped else (pair.output_a, pair.output_b)
+    prompt = load_prompt("judge_prompt_strict.txt" if strict else "judge_prompt.txt").format(
+        instruction=pair.instruction, first=first, second=second)
+    return Request(messages=({"role": "user", "content": prompt},), max_tokens=max_tokens, temperature=0.0,
+                   logprobs=5)
+
+
+def _read_verdict(completion: Completion) -> tuple[Verdict | None, str | None]:
+    verdict = parse_verdict(completion.text)
+    if verdict is not None:
+        return verdict, "text"
+    verdict = verdict_from_logprobs(completion.top_logprobs)
+    return verdict, "logprobs" if verdict is not None else None
+
+
+def _ask(model: Model, pairs: Sequence[Pair], views: list[_View], strict: bool, max_tokens: int,
+         on_answer: Callable[[], None]) -> None:
+    requests = [judge_request(pairs[v.pair], v.swapped, strict, max_tokens) for v in views]
+    for index, completion in model.stream(requests):
+        view = views[index]
+        view.texts.append(completion.text)
+        view.verdict, view.source = _read_verdict(completion)
+        on_answer()
+
+
+def _annotation(pair: Pair, views: list[_View], annotator: str) -> dict:
+    preferences = [v.preference for v in views]
+    agreement: bool | None = None
+    failure: str | None = None
+    if not views:
+        preference: float | None = TIE  # identical outputs
+    elif None in preferences:
+        preference = None
+        failed = ", ".join("B first" if v.swapped else "A first" for v in views if v.preference is None)
+        failure = f"no verdict after a strict retry ({failed})"
+    elif len(views) == 1:
+        preference = preferences[0]
+    else:
+        agreement = preferences[0] == preferences[1]
+        preference = preferences[0] if agreement else TIE
+    return {
+        "instruction": pair.instruction,
+        "output_1": pair.output_a, "generator_1": pair.generator_a,
+        "output_2": pair.output_b, "generator_2": pair.generator_b,
+        "annotator": annotator, "preference": preference, "dataset": pair.dataset,
+        "swap_agreement": agreement, "failure": failure,
+        "orders": [v.to_json() for v in views],
+    }
+
+
+def judge_pairs(pairs: Sequence[Pair], model: Model, *, orders: int = 2, seed: int = 0, max_tokens: int = 16,
+                annotator: str | None = None, progress: ProgressCallback | None = None) -> list[dict]:
+    """Judge every pair with `model` and return one AlpacaEval-style annotation per pair, in the pairs' order.
+
+    orders: 2 judges A-first and B-first; 1 judges one order chosen by `seed`. max_tokens bounds each judge reply.
+    progress(done, planned) is called after each answer; planned grows when answers need a strict retry."""
+    if orders not in (1, 2):
+        raise ValueError("orders must be 1 or 2")
+    views: list[list[_View]] = []
+    for index, pair in enumerate(pairs):
+        if pair.output_a.strip() == pair.output_b.strip():
+            views.append([])
+        elif orders == 2:
+            views.append([_View(index, False), _View(index, True)])
+        else:
+            views.append([_View(index, seeded_swap(seed, pair.instruction))])
+    pending = [v for pair_views in views for v in pair_views]
+    done, planned = 0, len(pending)
+
+    def answered() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, planned)
+
+    if progress:
+        progress(0, planned)
+    _ask(model, pairs, pending, False, max_tokens, answered)
+    retry = [v for v in pending if v.verdict is None]
+    if retry:
+        planned += len(retry)
+        _ask(model, pairs, retry, True, max_tokens, answered)
+    annotator = annotator or model.spec
+    return [_annotation(pair, pair_views, annotator) for pair, pair_views in zip(pairs, views)]
+
+
+def write_annotations(path: str | Path, annotations: list[dict]) -> None:
+    """Write the annotations JSON atomically: a killed run leaves the old file or none, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(annotations, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
