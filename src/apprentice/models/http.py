@@ -1,0 +1,267 @@
+"""OpenAI-compatible HTTP backend (OpenAI, vLLM, llama.cpp's llama-server, Ollama, `apprentice serve`).
+
+Async httpx under a synchronous `stream()`: a bounded number of requests in flight, retries with exponential backoff
+and jitter on 429/5xx/timeouts/dropped connections (honouring Retry-After), no retry on other 4xx, and requests
+spread round-robin over several base URLs, skipping one that just failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+from apprentice.errors import BackendError, UserError
+from apprentice.models.base import Completion, Model, Request
+from apprentice.models.spec import DEFAULT_OPENAI_URL, BackendOptions, ModelSpec
+
+RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
+MAX_BACKOFF_S = 30.0
+MAX_RETRY_AFTER_S = 120.0
+UNHEALTHY_FOR_S = 5.0  # a base URL that just failed is skipped for this long while others remain
+
+
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class HttpStats:
+    requests: int = 0  # HTTP attempts, retries included
+    retries: int = 0
+    errors: dict[str, int] = field(default_factory=dict)  # retryable failures by kind
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def count_error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, min(float(value), MAX_RETRY_AFTER_S))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, min(when.timestamp() - time.time(), MAX_RETRY_AFTER_S))
+
+
+def backoff_delay(attempt: int, base: float = 0.5) -> float:
+    """Exponential backoff with jitter: about base * 2^attempt, randomised to spread retries of many clients."""
+    delay = min(MAX_BACKOFF_S, base * (2**attempt))
+    return delay * (0.5 + random.random() / 2)
+
+
+def request_body(model: str, request: Request) -> tuple[str, dict]:
+    """The endpoint path and JSON body for one request."""
+    body: dict = {"model": model, "max_tokens": request.max_tokens, "temperature": request.temperature,
+                  "top_p": request.top_p}
+    if request.stop:
+        body["stop"] = list(request.stop)
+    if request.seed is not None:
+        body["seed"] = request.seed
+    if request.presence_penalty:
+        body["presence_penalty"] = request.presence_penalty
+    if request.is_chat:
+        body["messages"] = list(request.messages or ())
+        if request.logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = request.logprobs
+        return "/chat/completions", body
+    body["prompt"] = request.prompt
+    if request.logprobs:
+        body["logprobs"] = request.logprobs
+    return "/completions", body
+
+
+def parse_response(request: Request, data: dict) -> Completion:
+    """Turn an OpenAI-style JSON response into a Completion; raises KeyError/TypeError/IndexError when malformed."""
+    choice = data["choices"][0]
+    top: dict[str, float] | None = None
+    if request.is_chat:
+        text = choice["message"].get("content") or ""
+        content = (choice.get("logprobs") or {}).get("content") or []
+        if content and content[0].get("top_logprobs"):
+            top = {item["token"]: float(item["logprob"]) for item in content[0]["top_logprobs"]}
+    else:
+        text = choice["text"]
+        entries = (choice.get("logprobs") or {}).get("top_logprobs") or []
+        if entries and entries[0]:
+            top = {token: float(lp) for token, lp in entries[0].items()}
+    if not isinstance(text, str):
+        raise TypeError("choice text is not a string")
+    usage = data.get("usage") or {}
+    return Completion(
+        text=text,
+        finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        top_logprobs=top,
+        raw=data,
+    )
+
+
+def _error_detail(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+        error = data.get("error", data) if isinstance(data, dict) else data
+        message = error.get("message") if isinstance(error, dict) else error
+        return str(message or response.text)[:300]
+    except ValueError:
+        return response.text[:300]
+
+
+class OpenAIModel(Model):
+    """A model behind one or more OpenAI-compatible base URLs."""
+
+    def __init__(self, model: str, base_urls: Sequence[str], api_key: str | None, options: BackendOptions):
+        self.model = model
+        self.base_urls = list(base_urls)
+        self.api_key = api_key
+        self.options = options
+        self.spec = f"openai:{model}@{','.join(self.base_urls)}"
+        self.http_stats = HttpStats()
+        self._next_url = 0
+        self._unhealthy_until: dict[str, float] = {}
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, options: BackendOptions) -> OpenAIModel:
+        urls = spec.base_urls or (os.environ.get("OPENAI_BASE_URL", DEFAULT_OPENAI_URL).rstrip("/"),)
+        api_key = os.environ.get("OPENAI_API_KEY")
+        if not api_key and any(url.startswith(DEFAULT_OPENAI_URL) for url in urls):
+            raise UserError("OPENAI_API_KEY is not set: export it, or give a local server as openai:MODEL@URL")
+        return cls(spec.target, urls, api_key, options)
+
+    @property
+    def stats(self) -> dict:
+        s = self.http_stats
+        return {"http_requests": s.requests, "retries": s.retries, "retryable_errors": dict(s.errors),
+                "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens}
+
+    def _pick_url(self) -> str:
+        now = time.monotonic()
+        for _ in range(len(self.base_urls)):
+            url = self.base_urls[self._next_url % len(self.base_urls)]
+            self._next_url += 1
+            if self._unhealthy_until.get(url, 0.0) <= now:
+                return url
+        return min(self.base_urls, key=lambda u: self._unhealthy_until.get(u, 0.0))
+
+    async def _attempt(self, client: httpx.AsyncClient, url: str, request: Request) -> Completion:
+        path, body = request_body(self.model, request)
+        self.http_stats.requests += 1
+        try:
+            response = await client.post(url + path, json=body)
+        except httpx.TimeoutException as exc:
+            raise _Retryable(f"timed out after {self.options.timeout:g} s ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise _Retryable(f"connection failed ({type(exc).__name__}: {exc})") from exc
+        if response.status_code in RETRY_STATUSES:
+            raise _Retryable(
+                f"HTTP {response.status_code}: {_error_detail(response)}",
+                parse_retry_after(response.headers.get("retry-after")),
+            )
+        if response.status_code >= 400:
+            hint = {401: " (check OPENAI_API_KEY)", 403: " (check OPENAI_API_KEY)",
+                    404: f" (is the model name {self.model!r} right, and the URL the /v1 base?)"}
+            raise BackendError(
+                f"{url}{path} answered HTTP {response.status_code}: {_error_detail(response)}"
+                f"{hint.get(response.status_code, '')}"
+            )
+        try:
+            return parse_response(request, response.json())
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise _Retryable(f"malformed response ({type(exc).__name__}): {response.text[:120]!r}") from exc
+
+    async def _complete(self, client: httpx.AsyncClient, request: Request) -> Completion:
+        last_error = ""
+        for attempt in range(self.options.max_retries + 1):
+            url = self._pick_url()
+            try:
+                completion = await self._attempt(client, url, request)
+            except _Retryable as exc:
+                last_error = f"{url}: {exc}"
+                self.http_stats.count_error(str(exc).split(":")[0].split(" (")[0])
+                self._unhealthy_until[url] = time.monotonic() + UNHEALTHY_FOR_S
+                if attempt == self.options.max_retries:
+                    break
+                self.http_stats.retries += 1
+                await asyncio.sleep(exc.retry_after if exc.retry_after is not None else backoff_delay(attempt))
+                continue
+            self._unhealthy_until.pop(url, None)
+            self.http_stats.prompt_tokens += completion.prompt_tokens
+            self.http_stats.completion_tokens += completion.completion_tokens
+            return completion
+        raise BackendError(f"request failed after {self.options.max_retries + 1} tries; last error: {last_error}")
+
+    async def _run(self, requests: Sequence[Request], out: queue.Queue) -> None:
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        limits = httpx.Limits(max_connections=self.options.concurrency,
+                              max_keepalive_connections=self.options.concurrency)
+        semaphore = asyncio.Semaphore(self.options.concurrency)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(self.options.timeout), limits=limits,
+                                     headers=headers) as client:
+
+            async def one(index: int, request: Request) -> None:
+                async with semaphore:
+                    out.put((index, await self._complete(client, request)))
+
+            tasks = [asyncio.create_task(one(i, r)) for i, r in enumerate(requests)]
+            try:
+                await asyncio.gather(*tasks)
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
+
+    def stream(self, requests: Sequence[Request]) -> Iterator[tuple[int, Completion]]:
+        if not requests:
+            return
+        out: queue.Queue = queue.Queue()
+        loop = asyncio.new_event_loop()
+        main = loop.create_task(self._run(requests, out))
+
+        def run_loop() -> None:
+            try:
+                loop.run_until_complete(main)
+            except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
+                out.put(exc)
+            finally:
+                loop.close()
+
+        thread = threading.Thread(target=run_loop, name="apprentice-http", daemon=True)
+        thread.start()
+        received = 0
+        try:
+            while received < len(requests):
+                item = out.get()
+                if isinstance(item, BaseException):
+                    if isinstance(item, asyncio.CancelledError):
+                        return
+                    raise item
+                received += 1
+                yield item
+        finally:
+            if thread.is_alive():
+                try:
+                    loop.call_soon_threadsafe(main.cancel)
+                except RuntimeError:  # the loop closed in between: nothing left to cancel
+                    pass
+                thread.join(timeout=5)

@@ -1,0 +1,162 @@
+"""Local transformers backend: batched generation on CPU or CUDA.
+
+Requests are grouped by their sampling settings, sorted by prompt length and generated in batches with left padding
+(so every row's new tokens start at the same column). Chat requests use the tokenizer's chat template when it has one.
+Stop strings are applied after decoding. A request's seed makes sampling reproducible for the same batch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from itertools import groupby
+from pathlib import Path
+
+from apprentice.errors import UserError
+from apprentice.models.base import Completion, Model, Request
+from apprentice.models.spec import BackendOptions, ModelSpec, local_model_dir
+
+
+def truncate_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """Cut `text` at the earliest stop string; returns the kept text and whether a stop string was found."""
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def pick_device(requested: str | None) -> str:
+    import torch
+
+    if requested:
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class LocalModel(Model):
+    """A transformers causal LM (a directory or hub id; GGUF and bundled models arrive here converted)."""
+
+    def __init__(self, model, tokenizer, spec: str, options: BackendOptions, device: str):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.options = options
+        self.device = device
+        self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
+        self._lock = threading.Lock()  # one generate at a time: serve calls in from worker threads
+        self.tokens = {"prompt_tokens": 0, "completion_tokens": 0}
+        eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        configured = getattr(model.generation_config, "eos_token_id", None)
+        eos |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+        self.eos_ids = sorted(eos)
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, options: BackendOptions) -> LocalModel:
+        return cls.from_dir(local_model_dir(spec), str(spec), options)
+
+    @classmethod
+    def from_dir(cls, path: str, spec: str, options: BackendOptions | None = None) -> LocalModel:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # our own progress display is enough; loads take a second
+        options = options or BackendOptions()
+        device = pick_device(options.device)
+        dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            if (Path(path) / "adapter_config.json").exists():
+                from peft import AutoPeftModelForCausalLM
+
+                model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=dtype).merge_and_unload()
+            else:
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        except OSError as exc:
+            raise UserError(f"cannot load model {spec}: {str(exc).splitlines()[0]}") from exc
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model.to(device).eval()
+        return cls(model, tokenizer, spec, options, device)
+
+    @property
+    def stats(self) -> dict:
+        return dict(self.tokens)
+
+    def render(self, request: Request) -> str:
+        """The exact text the model continues."""
+        if not request.is_chat:
+            return request.prompt or ""
+        messages = list(request.messages or ())
+        if self.has_chat_template:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return "\n\n".join(m["content"] for m in messages) + "\n\n"
+
+    def stream(self, requests: Sequence[Request]) -> Iterator[tuple[int, Completion]]:
+        prompts = [self.render(r) for r in requests]
+        lengths = [len(self.tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
+
+        def settings(i: int) -> tuple:
+            r = requests[i]
+            return (r.temperature, r.top_p, r.stop, r.logprobs or 0, r.seed is None, r.seed or 0)
+
+        order = sorted(range(len(requests)), key=lambda i: (settings(i), lengths[i]))
+        for _, group in groupby(order, key=settings):
+            indexes = list(group)
+            for start in range(0, len(indexes), self.options.batch_size):
+                batch = indexes[start : start + self.options.batch_size]
+                completions = self._generate_batch([requests[i] for i in batch], [prompts[i] for i in batch])
+                yield from zip(batch, completions)
+
+    def _generate_batch(self, requests: list[Request], prompts: list[str]) -> list[Completion]:
+        import torch
+
+        first = requests[0]
+        add_special = not any(r.is_chat and self.has_chat_template for r in requests)
+        encoded = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=add_special)
+        encoded = {k: v.to(self.device) for k, v in encoded.items()}
+        sample = first.temperature > 0
+        kwargs = dict(
+            max_new_tokens=max(r.max_tokens for r in requests),
+            do_sample=sample,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.eos_ids or None,
+            return_dict_in_generate=True,
+            output_scores=bool(first.logprobs),
+        )
+        if sample:
+            kwargs.update(temperature=first.temperature, top_p=first.top_p, top_k=0)
+        else:  # keep the model's sampling defaults from warning about being ignored under greedy decoding
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if first.stop:
+            kwargs.update(stop_strings=list(first.stop), tokenizer=self.tokenizer)
+        with self._lock, torch.inference_mode():
+            if first.seed is not None:
+                torch.manual_seed(first.seed)
+            output = self.model.generate(**encoded, **kwargs)
+        prompt_width = encoded["input_ids"].shape[1]
+        prompt_counts = encoded["attention_mask"].sum(dim=1).tolist()
+        results = []
+        for row, request in enumerate(requests):
+            new = output.sequences[row, prompt_width:].tolist()[: request.max_tokens]
+            ended = next((k for k, t in enumerate(new) if t in self.eos_ids), None)
+            tokens = new if ended is None else new[:ended]
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            text, stopped = truncate_at_stop(text, request.stop)
+            hit_limit = ended is None and not stopped and len(new) >= request.max_tokens
+            top = None
+            if request.logprobs and output.scores:
+                logprobs = torch.log_softmax(output.scores[0][row].float(), dim=-1)
+                values, ids = logprobs.topk(request.logprobs)
+                top = {self.tokenizer.decode([i]): float(v) for v, i in zip(values.tolist(), ids.tolist())}
+            # a stop string can end mid-token run: count what was kept, not what was generated past it
+            completion_tokens = len(self.tokenizer(text, add_special_tokens=False).input_ids) if stopped else len(tokens)
+            results.append(Completion(
+                text=text,
+                finish_reason="length" if hit_limit else "stop",
+                prompt_tokens=int(prompt_counts[row]),
+                completion_tokens=completion_tokens,
+                top_logprobs=top,
+            ))
+            self.tokens["prompt_tokens"] += int(prompt_counts[row])
+            self.tokens["completion_tokens"] += completion_tokens
+        return results

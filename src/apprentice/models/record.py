@@ -1,0 +1,111 @@
+"""A response cache and call record in SQLite, wrapping any Model.
+
+Every call is recorded (backend, request, raw response, usage, seconds); an identical request to the same backend is
+answered from the record instead of paying again, so resumed and repeated runs cost nothing. Schema changes are small
+named migrations applied once, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from apprentice.models.base import Completion, Model, Request
+
+
+def _create_calls(db: sqlite3.Connection) -> None:
+    db.execute(
+        """CREATE TABLE calls (
+            id INTEGER PRIMARY KEY,
+            backend TEXT NOT NULL,
+            key TEXT NOT NULL,
+            request TEXT NOT NULL,
+            completion TEXT NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            seconds REAL NOT NULL,
+            created REAL NOT NULL,
+            UNIQUE (backend, key)
+        )"""
+    )
+
+
+MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
+    ("001_create_calls", _create_calls),
+]
+
+
+def open_db(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
+    done = {row[0] for row in db.execute("SELECT name FROM migrations")}
+    for name, migrate in MIGRATIONS:
+        if name not in done:
+            with db:
+                migrate(db)
+                db.execute("INSERT INTO migrations VALUES (?, ?)", (name, time.time()))
+    return db
+
+
+class RecordedModel(Model):
+    """`model` with a SQLite cache and record at `db_path`. Cached completions come back with `cached=True`."""
+
+    def __init__(self, model: Model, db_path: Path | str, backend_key: str | None = None):
+        self.inner = model
+        self.spec = model.spec
+        self.backend = backend_key or model.spec
+        self.db_path = Path(db_path)
+        self.db = open_db(self.db_path)
+        self.cache_hits = 0
+        self.paid_calls = 0
+
+    @property
+    def stats(self) -> dict:
+        return {**self.inner.stats, "cache_hits": self.cache_hits, "paid_calls": self.paid_calls}
+
+    def lookup(self, request: Request) -> Completion | None:
+        row = self.db.execute(
+            "SELECT completion FROM calls WHERE backend = ? AND key = ?", (self.backend, request.key())
+        ).fetchone()
+        if row is None:
+            return None
+        return Completion(**{**json.loads(row[0]), "cached": True})
+
+    def stream(self, requests: Sequence[Request]) -> Iterator[tuple[int, Completion]]:
+        missing: list[int] = []
+        for index, request in enumerate(requests):
+            cached = self.lookup(request)
+            if cached is None:
+                missing.append(index)
+            else:
+                self.cache_hits += 1
+                yield index, cached
+        started = time.monotonic()
+        for position, completion in self.inner.stream([requests[i] for i in missing]):
+            index = missing[position]
+            self._record(requests[index], completion, time.monotonic() - started)
+            self.paid_calls += 1
+            yield index, completion
+
+    def _record(self, request: Request, completion: Completion, seconds: float) -> None:
+        payload = asdict(completion)
+        payload.pop("cached")
+        with self.db:
+            self.db.execute(
+                "INSERT OR REPLACE INTO calls (backend, key, request, completion, prompt_tokens, completion_tokens,"
+                " seconds, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.backend, request.key(), json.dumps(request.to_json(), ensure_ascii=False),
+                 json.dumps(payload, ensure_ascii=False), completion.prompt_tokens, completion.completion_tokens,
+                 seconds, time.time()),
+            )
+
+    def close(self) -> None:
+        self.db.close()
+        self.inner.close()

@@ -1,0 +1,173 @@
+"""An OpenAI-compatible server over a local model: /v1/models, /v1/chat/completions, /v1/completions.
+
+Run it with `apprentice serve --model SPEC --port 8000`, then point any OpenAI client (or `--teacher
+openai:NAME@http://127.0.0.1:8000/v1`) at it. Requests that arrive together are generated as one batch: a single
+worker thread drains the queue, waiting a few milliseconds for company, so concurrent clients share the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+
+from fastapi import FastAPI, Request as HttpRequest
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from apprentice.models.base import Completion, Model, Request
+
+BATCH_WINDOW_S = 0.01
+
+
+class Batcher:
+    """Collects requests from many connections and runs them through the model in batches on one thread."""
+
+    def __init__(self, model: Model, max_batch: int):
+        self.model = model
+        self.max_batch = max_batch
+        self.queue: queue.Queue[tuple[Request, Future]] = queue.Queue()
+        self.batches = 0
+        threading.Thread(target=self._work, name="apprentice-batcher", daemon=True).start()
+
+    def submit(self, request: Request) -> Future:
+        future: Future = Future()
+        self.queue.put((request, future))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            items = [self.queue.get()]
+            deadline = time.monotonic() + BATCH_WINDOW_S
+            while len(items) < self.max_batch:
+                try:
+                    items.append(self.queue.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+            self.batches += 1
+            try:
+                completions = self.model.generate([r for r, _ in items])
+            except Exception as exc:  # noqa: BLE001 - every waiting client gets the error
+                for _, future in items:
+                    future.set_exception(exc)
+                continue
+            for (_, future), completion in zip(items, completions):
+                future.set_result(completion)
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
+
+
+def _sampling(body: dict) -> dict:
+    stop = body.get("stop") or ()
+    return dict(
+        max_tokens=int(body.get("max_tokens") or body.get("max_completion_tokens") or 256),
+        temperature=float(body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0),
+        top_p=float(body.get("top_p") if body.get("top_p") is not None else 1.0),
+        stop=(stop,) if isinstance(stop, str) else tuple(stop),
+        seed=body.get("seed"),
+    )
+
+
+def _usage(completions: list[Completion]) -> dict:
+    prompt = sum(c.prompt_tokens for c in completions)
+    generated = sum(c.completion_tokens for c in completions)
+    return {"prompt_tokens": prompt, "completion_tokens": generated, "total_tokens": prompt + generated}
+
+
+def create_app(model: Model, name: str, max_batch: int = 16) -> FastAPI:
+    app = FastAPI(title="apprentice serve", docs_url=None, redoc_url=None)
+    batcher = Batcher(model, max_batch)
+    created = int(time.time())
+
+    async def run(requests: list[Request]) -> list[Completion]:
+        futures = [batcher.submit(r) for r in requests]
+        return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
+
+    async def parse(http: HttpRequest) -> dict | JSONResponse:
+        try:
+            body = json.loads(await http.body())
+        except ValueError:
+            return _error(400, "request body is not valid JSON")
+        if not isinstance(body, dict):
+            return _error(400, "request body must be a JSON object")
+        if body.get("model") not in (None, name):
+            return _error(404, f"model {body.get('model')!r} not found; this server has {name!r}", "not_found_error")
+        return body
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "apprentice"}]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(http: HttpRequest):
+        body = await parse(http)
+        if isinstance(body, JSONResponse):
+            return body
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all(
+            isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages
+        ):
+            return _error(400, "messages must be a non-empty list of {role, content} objects with string content")
+        logprobs = int(body.get("top_logprobs") or 0) if body.get("logprobs") else None
+        request = Request(messages=[{"role": m.get("role", "user"), "content": m["content"]} for m in messages],
+                          logprobs=logprobs or None, **_sampling(body))
+        [completion] = await run([request])
+        choice: dict = {"index": 0, "message": {"role": "assistant", "content": completion.text},
+                        "finish_reason": completion.finish_reason}
+        if completion.top_logprobs is not None:
+            top = [{"token": t, "logprob": lp} for t, lp in completion.top_logprobs.items()]
+            choice["logprobs"] = {"content": [{"token": top[0]["token"], "logprob": top[0]["logprob"],
+                                               "top_logprobs": top}]}
+        response = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+                    "model": name, "choices": [choice], "usage": _usage([completion])}
+        if body.get("stream"):
+            return _as_event_stream(response)
+        return response
+
+    @app.post("/v1/completions")
+    async def completions(http: HttpRequest):
+        body = await parse(http)
+        if isinstance(body, JSONResponse):
+            return body
+        prompt = body.get("prompt")
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+            return _error(400, "prompt must be a string or a non-empty list of strings")
+        logprobs = int(body.get("logprobs") or 0) or None
+        results = await run([Request(prompt=p, logprobs=logprobs, **_sampling(body)) for p in prompts])
+        choices = []
+        for index, completion in enumerate(results):
+            choice: dict = {"index": index, "text": completion.text, "finish_reason": completion.finish_reason,
+                            "logprobs": None}
+            if completion.top_logprobs is not None:
+                choice["logprobs"] = {"top_logprobs": [completion.top_logprobs]}
+            choices.append(choice)
+        return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
+                "model": name, "choices": choices, "usage": _usage(results)}
+
+    app.state.batcher = batcher
+    return app
+
+
+def _as_event_stream(response: dict) -> StreamingResponse:
+    """Clients that ask for `stream: true` get the whole answer as one chunk, then [DONE]."""
+    choice = response["choices"][0]
+    chunk = {**response, "object": "chat.completion.chunk",
+             "choices": [{"index": 0, "delta": choice["message"], "finish_reason": choice["finish_reason"]}]}
+
+    def events():
+        yield f"data: {json.dumps(chunk)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def serve(model: Model, name: str, host: str, port: int, max_batch: int) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(model, name, max_batch), host=host, port=port, log_level="warning")

@@ -1,0 +1,138 @@
+"""The HTTP backend against fault-injecting servers on 127.0.0.1: retries where it should, clear failures where not."""
+
+import threading
+import time
+
+import pytest
+
+from apprentice.errors import BackendError
+from apprentice.models import Request, load_model
+from apprentice.models.http import parse_retry_after
+from apprentice.models.spec import BackendOptions
+from servers import Reply, ScriptedServer, chat_reply, completion_reply
+
+FAST = BackendOptions(concurrency=4, timeout=1.0, max_retries=3)
+
+
+def chat(text="hi", **kw):
+    return Request(messages=[{"role": "user", "content": text}], **kw)
+
+
+def failing_then_ok(failures: list[Reply]):
+    """A handler that answers the scripted failures in turn, then succeeds."""
+    lock = threading.Lock()
+    remaining = list(failures)
+
+    def handler(path, body):
+        with lock:
+            if remaining:
+                return remaining.pop(0)
+        return chat_reply("fine")
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Reply(status=429, body={"error": {"message": "slow down"}}, headers={"Retry-After": "0.2"}),
+        Reply(status=500, body={"error": {"message": "boom"}}),
+        Reply(status=503, body="not json at all"),
+        Reply(body="{ this is not json"),
+        Reply(body={"choices": []}),
+        Reply(drop=True),
+        Reply(delay=1.5, body={"choices": []}),  # slower than the 1 s timeout
+    ],
+    ids=["429-retry-after", "500", "503-text", "malformed-json", "missing-choices", "dropped", "timeout"],
+)
+def test_retries_transient_faults_then_succeeds(fault):
+    with ScriptedServer(failing_then_ok([fault, fault])) as server:
+        model = load_model(f"openai:m@{server.url}", FAST)
+        [completion] = model.generate([chat()])
+    assert completion.text == "fine"
+    assert model.stats["retries"] == 2
+    assert model.stats["http_requests"] == 3
+    assert server.count("/chat/completions") == 3
+
+
+def test_retry_after_is_honoured():
+    fault = Reply(status=429, headers={"Retry-After": "0.6"}, body={"error": {"message": "later"}})
+    with ScriptedServer(failing_then_ok([fault])) as server:
+        model = load_model(f"openai:m@{server.url}", FAST)
+        started = time.monotonic()
+        model.generate([chat()])
+        assert time.monotonic() - started >= 0.6
+
+
+def test_gives_up_after_max_retries_with_clear_message():
+    with ScriptedServer(lambda p, b: Reply(status=502, body={"error": {"message": "bad gateway"}})) as server:
+        model = load_model(f"openai:m@{server.url}", BackendOptions(max_retries=2, timeout=1))
+        with pytest.raises(BackendError, match=r"failed after 3 tries.*HTTP 502.*bad gateway"):
+            model.generate([chat()])
+        assert server.count() == 3
+
+
+@pytest.mark.parametrize("status,hint", [(404, "model name"), (401, "OPENAI_API_KEY"), (400, "")])
+def test_no_retry_on_other_4xx(status, hint):
+    with ScriptedServer(lambda p, b: Reply(status=status, body={"error": {"message": "nope"}})) as server:
+        model = load_model(f"openai:m@{server.url}", FAST)
+        with pytest.raises(BackendError, match=f"HTTP {status}: nope.*{hint}"):
+            model.generate([chat()])
+        assert server.count() == 1
+
+
+def test_concurrency_is_bounded():
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def handler(path, body):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+        return chat_reply(body["messages"][0]["content"])
+
+    with ScriptedServer(handler) as server:
+        model = load_model(f"openai:m@{server.url}", BackendOptions(concurrency=3))
+        results = model.generate([chat(str(i)) for i in range(12)])
+    assert [r.text for r in results] == [str(i) for i in range(12)]
+    assert peak[0] == 3
+
+
+def test_several_urls_spread_and_skip_a_dead_one():
+    with ScriptedServer(lambda p, b: chat_reply("one")) as one, ScriptedServer(lambda p, b: chat_reply("two")) as two:
+        dead = "http://127.0.0.1:9/v1"  # nothing listens on the discard port
+        model = load_model(f"openai:m@{one.url},{dead},{two.url}", BackendOptions(concurrency=2, timeout=1))
+        results = model.generate([chat(str(i)) for i in range(10)])
+    assert {r.text for r in results} == {"one", "two"}
+    assert one.count() > 0 and two.count() > 0
+    assert one.count() + two.count() == 10
+
+
+def test_completion_usage_and_logprobs_are_parsed():
+    def handler(path, body):
+        reply = completion_reply("continued", finish_reason="length")
+        reply.body["choices"][0]["logprobs"] = {"top_logprobs": [{" A": -0.1, " B": -2.5}]}
+        return reply
+
+    with ScriptedServer(handler) as server:
+        model = load_model(f"openai:m@{server.url}")
+        [c] = model.generate([Request(prompt="Once upon", max_tokens=3, logprobs=2)])
+        assert server.requests[0][1]["logprobs"] == 2 and server.requests[0][0] == "/v1/completions"
+    assert (c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens) == ("continued", "length", 5, 7)
+    assert c.top_logprobs == {" A": -0.1, " B": -2.5}
+
+
+def test_request_carries_sampling_settings():
+    with ScriptedServer(lambda p, b: chat_reply("x")) as server:
+        load_model(f"openai:gpt-x@{server.url}").generate(
+            [chat(max_tokens=9, temperature=0.7, top_p=0.5, stop=("\n\n",), seed=3, presence_penalty=2.0)])
+        body = server.requests[0][1]
+    assert body == {"model": "gpt-x", "max_tokens": 9, "temperature": 0.7, "top_p": 0.5, "stop": ["\n\n"],
+                    "seed": 3, "presence_penalty": 2.0, "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize("value,expected", [("2", 2.0), ("0.5", 0.5), (None, None), ("soon", None), ("-3", 0.0)])
+def test_parse_retry_after(value, expected):
+    assert parse_retry_after(value) == expected

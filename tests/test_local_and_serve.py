@@ -1,0 +1,119 @@
+"""The local transformers backend, the response record/cache, and `apprentice serve` with the official openai client."""
+
+import concurrent.futures
+import sqlite3
+
+import openai
+import pytest
+
+from apprentice.models import Request, load_model
+from apprentice.models.local import LocalModel, truncate_at_stop
+from apprentice.models.record import RecordedModel
+from apprentice.models.spec import BackendOptions
+from servers import ServeProcess
+
+
+@pytest.fixture(scope="module")
+def local(tiny_model_dir):
+    return load_model(f"hf:{tiny_model_dir}", BackendOptions(batch_size=4))
+
+
+PROMPTS = ["Give three tips", "The quick brown fox jumps over", "Write a poem about the sea and the sky", "A"]
+
+
+def test_batched_greedy_equals_one_at_a_time(local):
+    requests = [Request(prompt=p, max_tokens=12) for p in PROMPTS]
+    batched = [c.text for c in local.generate(requests)]
+    single = [local.generate([r])[0].text for r in requests]
+    assert batched == single
+    assert all(c.completion_tokens > 0 for c in local.generate(requests))
+
+
+def test_max_tokens_gives_length_finish(local):
+    [c] = local.generate([Request(prompt="The quick", max_tokens=5)])
+    assert c.finish_reason == "length" and c.completion_tokens == 5
+
+
+def test_seeded_sampling_is_reproducible(local):
+    request = Request(prompt="The quick brown", max_tokens=10, temperature=1.0, seed=7)
+    first = local.generate([request])[0].text
+    assert local.generate([request])[0].text == first
+    others = {local.generate([Request(prompt="The quick brown", max_tokens=10, temperature=1.0, seed=s)])[0].text
+              for s in range(8, 14)}
+    assert len(others | {first}) > 1
+
+
+def test_chat_uses_the_chat_template(local):
+    rendered = local.render(Request(messages=[{"role": "user", "content": "hello"}]))
+    assert rendered == "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.mark.parametrize("text,stops,expected", [
+    ("abc\n\ndef", ("\n\n",), ("abc", True)),
+    ("abc 20. x 16. y", ("16.", "20."), ("abc ", True)),
+    ("abc", ("zz",), ("abc", False)),
+    ("abc", (), ("abc", False)),
+])
+def test_truncate_at_stop(text, stops, expected):
+    assert truncate_at_stop(text, stops) == expected
+
+
+def test_record_caches_and_records(local, tmp_path):
+    db = tmp_path / "calls.sqlite"
+    requests = [Request(prompt=p, max_tokens=6) for p in PROMPTS]
+    recorded = RecordedModel(local, db)
+    first = recorded.generate(requests)
+    assert recorded.stats["paid_calls"] == 4 and not any(c.cached for c in first)
+    recorded.close()
+    again = RecordedModel(LocalModel(local.model, local.tokenizer, local.spec, local.options, "cpu"), db)
+    second = again.generate(requests)
+    assert again.stats["paid_calls"] == 0 and all(c.cached for c in second)
+    assert [c.text for c in second] == [c.text for c in first]
+    rows = sqlite3.connect(db).execute("SELECT backend, request, prompt_tokens FROM calls").fetchall()
+    assert len(rows) == 4 and all(r[0] == local.spec and '"prompt"' in r[1] and r[2] > 0 for r in rows)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    with ServeProcess(f"hf:{tiny_model_dir}", "--name", "tiny") as proc:
+        yield proc
+
+
+def test_openai_client_chat_and_completions(server, local):
+    client = openai.OpenAI(base_url=server.url, api_key="unused")
+    assert [m.id for m in client.models.list().data] == ["tiny"]
+    chat = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hello"}],
+                                          max_tokens=8, temperature=0)
+    expected = local.generate([Request(messages=[{"role": "user", "content": "hello"}], max_tokens=8)])[0]
+    assert chat.choices[0].message.content == expected.text
+    assert chat.usage.prompt_tokens == expected.prompt_tokens
+    assert chat.usage.completion_tokens == expected.completion_tokens
+    completion = client.completions.create(model="tiny", prompt=["The quick", "Give three"], max_tokens=5,
+                                           temperature=0)
+    assert [c.index for c in completion.choices] == [0, 1]
+    assert completion.choices[0].finish_reason == "length"
+    assert completion.usage.completion_tokens == 10
+
+
+def test_openai_client_streaming_chat(server):
+    client = openai.OpenAI(base_url=server.url, api_key="unused")
+    chunks = list(client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                                 max_tokens=4, temperature=0, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def test_wrong_model_name_is_a_clear_404(server):
+    client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0)
+    with pytest.raises(openai.NotFoundError, match="not found"):
+        client.chat.completions.create(model="other", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_http_backend_against_serve_batches_concurrent_requests(server, local):
+    model = load_model(f"openai:tiny@{server.url}", BackendOptions(concurrency=8))
+    requests = [Request(prompt=p, max_tokens=6) for p in PROMPTS * 4]
+    results = model.generate(requests)
+    expected = [c.text for c in local.generate(requests)]
+    assert [r.text for r in results] == expected
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        texts = list(pool.map(lambda r: model.generate([r])[0].text, requests[:4]))
+    assert texts == expected[:4]
