@@ -112,7 +112,8 @@ def test_alpaca_data_loads_from_json_and_jsonl(tmp_path, suffix):
         EvalPrompt("Translate to French.", "Good morning", "data", "data_0"),
         EvalPrompt("Name a prime number.", "", "data", "data_1"),
     ]
-    assert [prompt.text for prompt in load_prompts(path)] == ["Translate to French.\n\nGood morning", "Name a prime number."]
+    texts = [prompt.text for prompt in load_prompts(path)]
+    assert texts == ["Translate to French.\n\nGood morning", "Name a prime number."]
 
 
 def test_self_instruct_file_of_our_own_keeps_its_fields(tmp_path):
@@ -175,7 +176,7 @@ BAD_FILES = [
 ]
 
 
-@pytest.mark.parametrize(("name", "content", "place", "phrase"), BAD_FILES)
+@pytest.mark.parametrize(("name", "content", "place", "phrase"), BAD_FILES, ids=[case[3] for case in BAD_FILES])
 def test_bad_prompt_files_fail_with_one_line_naming_file_and_place(tmp_path, name, content, place, phrase):
     path = tmp_path / name
     path.write_bytes(content)

@@ -84,7 +84,8 @@ def test_name_defaults_to_id_and_blank_lines_and_extra_fields_are_allowed(tmp_pa
     path.write_text(
         '\n{"id": "t1", "instruction": "Say hi.", "instances": [{"input": "", "output": "Hi!"}],'
         ' "is_classification": false, "source": "me"}\n\n   \n'
-        '{"id": "t2", "name": "yes_no", "instruction": "Is it raining?", "instances": [{"input": "sun", "output": "No"},'
+        '{"id": "t2", "name": "yes_no", "instruction": "Is it raining?",'
+        ' "instances": [{"input": "sun", "output": "No"},'
         ' {"input": "rain", "output": "Yes"}], "is_classification": true}\r\n',
         encoding="utf-8",
     )
@@ -131,11 +132,12 @@ BAD_FILES = [
     (_line(instances=[{"input": "", "output": "a"}, {"output": "b"}]).encode(), ":1", "instances[1] has no 'input'"),
     (_line(instances=[{"input": "", "output": None}]).encode(), ":1", "instances[0].output must be a string, got null"),
     (_line(instances=[{"input": 3, "output": "x"}]).encode(), ":1", "instances[0].input must be a string"),
-    (f"{_line(id='a')}\n{_line(id='b')}\n\n{_line(id='a')}\n".encode(), ":4", "duplicated id 'a', first used on line 1"),
+    (f"{_line(id='a')}\n{_line(id='b')}\n\n{_line(id='a')}\n".encode(), ":4",
+     "duplicated id 'a', first used on line 1"),
 ]
 
 
-@pytest.mark.parametrize(("content", "place", "phrase"), BAD_FILES)
+@pytest.mark.parametrize(("content", "place", "phrase"), BAD_FILES, ids=[case[2] for case in BAD_FILES])
 def test_bad_seed_files_fail_with_one_line_naming_file_and_line(tmp_path, content, place, phrase):
     path = tmp_path / "seeds.jsonl"
     path.write_bytes(content)
