@@ -1,0 +1,182 @@
+"""Answer evaluation prompts with a model and write AlpacaEval `model_outputs.json`, resumably.
+
+    from apprentice.evaluate.answer import AnswerConfig, answer
+    answer(AnswerConfig(model="hf:runs/x/student", prompts=None, out="runs/x/student_outputs.json"))
+
+How a prompt is put to the model:
+* a model trained by apprentice (its directory has `apprentice.json`): the template it was trained with, as a plain
+  completion (or a chat turn, when it was trained with the chat template);
+* a model whose tokenizer has a chat template, and every `openai:` spec: one user message with the prompt's text;
+* any other local model (a base model): the Alpaca template; `--base-template` forces this for chat models too.
+
+Answers are appended to `OUT.partial.jsonl` as they arrive; a rerun skips the prompts answered there. The final JSON
+is written at the end (temp file, then rename) and the sidecar removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from apprentice.errors import UserError
+from apprentice.evaluate.prompts import EvalPrompt, load_prompts
+from apprentice.models.base import Request
+from apprentice.models.spec import BackendOptions, ModelSpec, local_model_dir, parse_spec
+from apprentice.train.templates import ALPACA, Template, has_chat_template, saved_template
+
+
+@dataclass
+class AnswerConfig:
+    model: str  # model spec
+    prompts: str | None  # evaluation prompts file; None = the set shipped with apprentice
+    out: str  # AlpacaEval model_outputs.json to write
+    max_tokens: int = 512
+    temperature: float = 0.0  # 0 = greedy
+    batch_size: int = 16  # local models: prompts generated together
+    concurrency: int = 8  # openai: requests in flight
+    generator: str | None = None  # name in the outputs; default: the model's directory or name
+    base_template: bool = False  # use the Alpaca template even when the model has a chat template
+
+
+@dataclass(frozen=True)
+class PromptStyle:
+    """How prompts reach the model: a chat turn, or a completion of a rendered template."""
+
+    chat: bool
+    template: Template | None = None
+    why: str = ""
+
+    def request(self, prompt: EvalPrompt, max_tokens: int, temperature: float) -> Request:
+        if self.chat:
+            return Request(messages=({"role": "user", "content": prompt.text},), max_tokens=max_tokens,
+                           temperature=temperature)
+        assert self.template is not None
+        return Request(prompt=self.template.render_prompt(prompt.instruction, prompt.input), max_tokens=max_tokens,
+                       temperature=temperature)
+
+
+def choose_style(spec: ModelSpec, base_template: bool) -> PromptStyle:
+    """Pick the prompt style from the model's files (tokenizer and apprentice.json only; no weights are loaded)."""
+    if not spec.is_local:
+        return PromptStyle(chat=True, why="served model: chat messages")
+    from transformers import AutoTokenizer
+
+    model_dir = local_model_dir(spec)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    template = saved_template(model_dir, tokenizer)
+    if template is not None:
+        return PromptStyle(chat=template.kind == "chat", template=template, why=f"trained template ({template.kind})")
+    if has_chat_template(tokenizer) and not base_template:
+        return PromptStyle(chat=True, why="the tokenizer's chat template")
+    return PromptStyle(chat=False, template=ALPACA, why="the Alpaca template")
+
+
+def default_generator(spec: ModelSpec) -> str:
+    return spec.target.rstrip("/").split("/")[-1] or str(spec)
+
+
+class Sidecar:
+    """`OUT.partial.jsonl`: a settings line, then one answer per line, appended as answers arrive."""
+
+    def __init__(self, path: Path, settings: dict[str, Any]):
+        self.path = path
+        self.settings = settings
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        """Answers saved by an earlier run with the same settings, by prompt text."""
+        if not self.path.exists():
+            return {}
+        lines = [line for line in self.path.read_text(encoding="utf-8").split("\n") if line.strip()]
+        if not lines:
+            return {}
+        saved = json.loads(lines[0]).get("settings")
+        if saved != self.settings:
+            changed = sorted(k for k in self.settings if saved is None or saved.get(k) != self.settings[k])
+            raise UserError(
+                f"{self.path} holds answers made with other settings ({', '.join(changed)}): "
+                "rerun with the same ones, or delete it to start over"
+            )
+        answers = {}
+        for line in lines[1:]:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the last line of a killed run may be cut short; that answer is simply made again
+            answers[record["instruction"]] = record
+        return answers
+
+    def open(self):
+        new = not self.path.exists() or not self.path.read_text(encoding="utf-8").strip()
+        handle = self.path.open("a", encoding="utf-8")
+        if new:
+            handle.write(json.dumps({"settings": self.settings}) + "\n")
+            handle.flush()
+        return handle
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+def output_record(prompt: EvalPrompt, text: str, generator: str, finish_reason: str) -> dict[str, Any]:
+    return {"instruction": prompt.text, "output": text.strip(), "generator": generator, "dataset": prompt.dataset,
+            "finish_reason": finish_reason}
+
+
+def answer(config: AnswerConfig, console: Console | None = None) -> list[dict[str, Any]]:
+    """Answer every prompt (skipping those already in the sidecar) and write the outputs file; returns its records."""
+    console = console or Console(stderr=True)
+    spec = parse_spec(config.model)
+    prompts = load_prompts(Path(config.prompts) if config.prompts else None)
+    out = Path(config.out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file name such as {out / 'model_outputs.json'}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    style = choose_style(spec, config.base_template)
+    generator = config.generator or default_generator(spec)
+    settings = {"model": str(spec), "generator": generator, "chat": style.chat, "max_tokens": config.max_tokens,
+                "temperature": config.temperature,
+                "template": style.template.to_json() if style.template and not style.chat else None}
+    sidecar = Sidecar(out.with_name(out.name + ".partial.jsonl"), settings)
+    done = sidecar.read()
+    todo = [p for p in prompts if p.text not in done]
+    console.print(f"{len(prompts)} prompts, {len(prompts) - len(todo)} already answered; prompting with {style.why}",
+                  highlight=False)
+    if todo:
+        _generate(config, spec, style, todo, generator, sidecar, done, console)
+    records = [{k: v for k, v in done[p.text].items() if k != "finish_reason"} for p in prompts]
+    write_json_atomic(out, records)
+    sidecar.path.unlink(missing_ok=True)
+    cut = sum(done[p.text].get("finish_reason") == "length" for p in prompts)
+    console.print(f"wrote {len(records)} answers to {out}" + (f" ({cut} hit --max-tokens)" if cut else ""))
+    return records
+
+
+def _generate(config: AnswerConfig, spec: ModelSpec, style: PromptStyle, todo: Sequence[EvalPrompt], generator: str,
+              sidecar: Sidecar, done: dict[str, dict[str, Any]], console: Console) -> None:
+    from apprentice.models import load_model
+
+    requests = [style.request(p, config.max_tokens, config.temperature) for p in todo]
+    model = load_model(spec, BackendOptions(concurrency=config.concurrency, batch_size=config.batch_size))
+    progress = Progress(TextColumn("[bold]answer"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        TextColumn("eta"), TimeRemainingColumn(), console=console)
+    try:
+        with progress, sidecar.open() as log:
+            task = progress.add_task("answer", total=len(requests))
+            for index, completion in model.stream(requests):
+                record = output_record(todo[index], completion.text, generator, completion.finish_reason)
+                log.write(json.dumps(record, ensure_ascii=False) + "\n")
+                log.flush()
+                done[record["instruction"]] = record
+                progress.advance(task)
+    finally:
+        model.close()

@@ -1,0 +1,292 @@
+"""The training loop: supervised fine-tuning of a causal LM on Alpaca data, full or LoRA, on one or many processes.
+
+    from apprentice.train.loop import TrainConfig, train
+    train(TrainConfig(base="bundled:gemma-3-270m", data="runs/x/alpaca_data.json", out="runs/x/student", lora=True))
+
+or `apprentice train ...`, or the same command under `torchrun --nproc_per_node N` / `accelerate launch`.
+
+One optimizer step = one global batch from `BatchPlan` (length-sorted, filled to `token_budget` padded tokens). Under
+N processes each takes every N-th example of that batch, computes the summed loss of its share, and scales it so
+that the averaged gradient equals the gradient of the mean over all response tokens of the global batch: the loss
+curve does not depend on the number of processes. Defaults follow Stanford Alpaca (lr 2e-5, 3 epochs, cosine with
+3% warmup, max length 512, no weight decay, clipping 1.0); LoRA defaults to lr 3e-4.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from apprentice.errors import UserError
+from apprentice.models.spec import local_model_dir, parse_spec
+from apprentice.train.batching import BatchPlan, pack, padded, share
+from apprentice.train.checkpoint import (
+    keep_trainable_weights, latest_checkpoint, load_checkpoint, save_checkpoint, trim_metrics,
+)
+from apprentice.train.data import IGNORE, TokenCounts, file_sha256, load_examples, tokenize
+from apprentice.train.export import export_model
+from apprentice.train.templates import resolve_template
+
+FULL_LR = 2e-5  # Stanford Alpaca
+LORA_LR = 3e-4  # alpaca-lora
+DEFAULT_TOKEN_BUDGET = 16384  # padded tokens per optimizer step; about Stanford's 128 examples on Alpaca-like data
+
+
+@dataclass
+class TrainConfig:
+    base: str  # model spec of the starting point (hf:, gguf:, bundled:)
+    data: str  # Alpaca JSON or JSONL
+    out: str  # output directory: model, tokenizer, apprentice.json, metrics.jsonl, checkpoints/
+    template: str = "alpaca"  # "alpaca", "chat" or a TOML/JSON template file
+    lora: bool = False  # train LoRA adapters instead of every weight
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: str = "all-linear"  # comma-separated module names; all-linear = attention + MLP projections
+    merge: bool = False  # LoRA: also write the merged model (adapter goes to OUT/adapter)
+    lr: float | None = None  # peak learning rate; None picks FULL_LR or LORA_LR
+    epochs: int = 3
+    max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    max_len: int = 512  # tokens per example, prompt included; longer ones are cut
+    token_budget: int = DEFAULT_TOKEN_BUDGET  # padded tokens per optimizer step, over all processes
+    micro_budget: int | None = None  # padded tokens per forward pass per process (gradient accumulation); None = all
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 42
+    save_every: int = 200  # steps between checkpoints (one is also written at the end); 0 = only at the end
+    resume: bool = False
+    gradient_checkpointing: bool = False
+    compile: bool = False  # torch.compile the decoder; sequence lengths are padded to multiples of 64 to bound shapes
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32"
+    cpu: bool = False  # train on the CPU even when a GPU is present
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else (LORA_LR if self.lora else FULL_LR)
+
+    @property
+    def pad_multiple(self) -> int:
+        return 64 if self.compile else 1
+
+
+def check_config(config: TrainConfig) -> None:
+    """Reject settings that cannot work, before anything is loaded."""
+    if config.max_len < 2:
+        raise UserError(f"--max-len must be at least 2, got {config.max_len}")
+    if config.token_budget < padded(config.max_len, config.pad_multiple):
+        raise UserError(f"--token-budget {config.token_budget} must hold one example of --max-len {config.max_len}")
+    if config.micro_budget is not None and config.micro_budget < padded(config.max_len, config.pad_multiple):
+        raise UserError(f"--micro-budget {config.micro_budget} must hold one example of --max-len {config.max_len}")
+    if config.epochs < 1 and config.max_steps is None:
+        raise UserError("--epochs must be at least 1")
+    if config.max_steps is not None and config.max_steps < 1:
+        raise UserError("--max-steps must be at least 1")
+    if config.merge and not config.lora:
+        raise UserError("--merge only applies to --lora training")
+    if config.precision not in ("auto", "bf16", "fp32"):
+        raise UserError(f"--precision must be auto, bf16 or fp32, not {config.precision!r}")
+    out = Path(config.out)
+    if not config.resume and out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} is not empty: pass --resume to continue its run, or choose a new --out")
+
+
+def _load_model(path: str, config: TrainConfig):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load base model {config.base}: {str(exc).splitlines()[0]}") from exc
+    # a model converted from GGUF still carries the quantizer marker, which makes save_pretrained refuse
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config.use_cache = False
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if config.lora:
+        from peft import LoraConfig, get_peft_model
+
+        targets = config.lora_targets if config.lora_targets == "all-linear" else config.lora_targets.split(",")
+        model = get_peft_model(model, LoraConfig(
+            r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+            target_modules=targets, task_type="CAUSAL_LM",
+        ))
+    return model
+
+
+def _collate(sequences: list[tuple[list[int], list[int]]], pad_id: int, multiple: int, device: Any):
+    """Right-padded tensors; padding is masked out of attention and labels."""
+    import torch
+
+    width = padded(max(len(ids) for ids, _ in sequences), multiple)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(sequences), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, (ids, labs) in enumerate(sequences):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        labels[row, : len(labs)] = torch.tensor(labs)
+        mask[row, : len(ids)] = 1
+    return input_ids.to(device), mask.to(device), labels.to(device)
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+        TextColumn("{task.fields[speed]} tok/s"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+        console=console, disable=not enabled,
+    )
+
+
+def describe_counts(counts: TokenCounts, plan: BatchPlan, total_steps: int) -> str:
+    return (
+        f"{counts.kept:,} examples ({counts.dropped:,} dropped: prompt fills --max-len; {counts.truncated:,} cut short),"
+        f" {counts.prompt_tokens:,} prompt + {counts.response_tokens:,} response tokens;"
+        f" {plan.steps_per_epoch:,} batches per epoch, {total_steps:,} steps"
+    )
+
+
+def train(config: TrainConfig, console: Console | None = None) -> dict[str, Any]:
+    """Run (or resume) a training run; returns the manifest written to OUT/apprentice.json."""
+    check_config(config)
+    spec = parse_spec(config.base)
+    if not spec.is_local:
+        raise UserError(f"cannot train {spec}: it is served over HTTP; give hf:, gguf: or bundled: weights")
+    examples = load_examples(config.data)
+    from transformers import AutoTokenizer
+
+    model_dir = local_model_dir(spec)
+    template_tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    template = resolve_template(config.template, template_tokenizer)
+    data = tokenize(examples, template, template_tokenizer, config.max_len)
+    if not data.sequences:
+        raise UserError(f"{config.data}: every example's prompt fills --max-len {config.max_len}; nothing to train on")
+
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from transformers import get_cosine_schedule_with_warmup
+
+    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and torch.cuda.is_available() and not config.cpu)
+    accelerator = Accelerator(cpu=config.cpu, mixed_precision="bf16" if use_bf16 else "no")
+    console = console or Console(stderr=True)
+    if config.merge and accelerator.distributed_type == "FSDP":
+        raise UserError("--merge is not available under FSDP: train the adapter, then merge it in one process")
+    main = accelerator.is_main_process
+    rank, world = accelerator.process_index, accelerator.num_processes
+    out = Path(config.out)
+    metrics_path = out / "metrics.jsonl"
+
+    lengths = [len(ids) for ids, _ in data.sequences]
+    # response tokens each example contributes to the loss (position 0 has no prediction before it)
+    targets = [sum(1 for label in labels[1:] if label != IGNORE) for _, labels in data.sequences]
+    plan = BatchPlan.build(lengths, config.token_budget, config.seed, config.pad_multiple)
+    total_steps = config.max_steps or config.epochs * plan.steps_per_epoch
+    if main:
+        console.print(describe_counts(data.counts, plan, total_steps), highlight=False)
+
+    set_seed(config.seed)
+    model = _load_model(model_dir, config)
+    from apprentice.train.loss import ResponseLoss, causal_lm_of
+
+    loss_module = ResponseLoss(model)
+    if config.compile:
+        causal_lm_of(model).get_decoder().compile(dynamic=False)
+    optimizer = torch.optim.AdamW(
+        [p for p in loss_module.parameters() if p.requires_grad], lr=config.peak_lr,
+        weight_decay=config.weight_decay, fused=accelerator.device.type == "cuda",
+    )
+    loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
+    accelerator.register_for_checkpointing(scheduler)
+    accelerator.register_save_state_pre_hook(keep_trainable_weights)
+
+    data_sha = file_sha256(config.data)
+    run_identity = {
+        "data_sha256": data_sha, "base": str(spec), "template": template.to_json(), "lora": config.lora,
+        "max_len": config.max_len, "token_budget": config.token_budget, "seed": config.seed,
+        "total_steps": total_steps, "peak_lr": config.peak_lr, "pad_multiple": config.pad_multiple,
+    }
+    start = 0
+    if config.resume:
+        checkpoint = latest_checkpoint(out)
+        if checkpoint is None:
+            raise UserError(f"--resume: no checkpoint in {out / 'checkpoints'}")
+        start = load_checkpoint(accelerator, checkpoint, run_identity)
+        if main:
+            trim_metrics(metrics_path, start)
+            console.print(f"resumed from {checkpoint} at step {start}", highlight=False)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    micro_budget = config.micro_budget or config.token_budget
+    pad_id = template_tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = template_tokenizer.eos_token_id  # padded positions are masked, so any id works
+    loss_value = None
+    with _progress(console, main) as progress, (metrics_path.open("a") if main else nullcontext()) as log:
+        task = progress.add_task("train", total=total_steps, completed=start, loss="-", speed="-")
+        for step in range(start, total_steps):
+            began = time.perf_counter()
+            batch = plan.batch(step)
+            global_targets = sum(targets[i] for i in batch)
+            mine = share(batch, rank, world)
+            weight = world / global_targets
+            if not mine:  # fewer examples than processes: join the collective with a zero-weight example
+                mine, weight = [batch[0]], 0.0
+            micro_batches = pack(mine, lengths, micro_budget, config.pad_multiple)
+            loss_sum = torch.zeros((), device=accelerator.device)
+            for k, micro in enumerate(micro_batches):
+                tensors = _collate([data.sequences[i] for i in micro], pad_id, config.pad_multiple, accelerator.device)
+                sync = k == len(micro_batches) - 1
+                with nullcontext() if sync else accelerator.no_sync(loss_module):
+                    total, _count = loss_module(*tensors)
+                    accelerator.backward(total * weight)
+                loss_sum += total.detach() * (weight > 0)
+            grad_norm = accelerator.clip_grad_norm_(loss_module.parameters(), config.grad_clip)
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = accelerator.reduce(loss_sum, reduction="sum").item() / global_targets
+            seconds = time.perf_counter() - began
+            tokens = sum(lengths[i] for i in batch)
+            record = {
+                "step": step + 1, "epoch": round((step + 1) / plan.steps_per_epoch, 4), "loss": loss_value,
+                "lr": lr, "grad_norm": float(grad_norm), "tokens": tokens, "response_tokens": global_targets,
+                "examples": len(batch), "tokens_per_s": round(tokens / seconds, 1), "seconds": round(seconds, 4),
+            }
+            if main:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            progress.update(task, advance=1, loss=f"{loss_value:.4f}", speed=f"{tokens / seconds:,.0f}")
+            done = step + 1
+            if done == total_steps or (config.save_every and done % config.save_every == 0):
+                save_checkpoint(accelerator, out, done, run_identity)
+
+    manifest = {
+        "template": template.to_json(), "base": str(spec), "base_dir": model_dir,
+        "data": str(config.data), "data_sha256": data_sha,
+        "method": "lora" if config.lora else "full", "merged": config.merge,
+        "hyperparameters": {**asdict(config), "peak_lr": config.peak_lr}, "token_counts": data.counts.to_json(),
+        "steps": total_steps, "world_size": world, "final_loss": loss_value,
+    }
+    state_dict = accelerator.get_state_dict(loss_module)  # every process joins: FSDP gathers the shards here
+    if main:
+        unwrapped = accelerator.unwrap_model(loss_module)
+        weights = {k.removeprefix("model."): v for k, v in state_dict.items()}
+        export_model(unwrapped.model, weights, template_tokenizer, out, manifest, config.merge)
+        console.print(f"saved {'LoRA adapter' if config.lora and not config.merge else 'model'} to {out}")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return manifest
