@@ -1,0 +1,98 @@
+"""Keep up to `concurrency` requests in flight over `Model.stream`, while new requests keep being planned.
+
+`Model.stream` takes a fixed batch, but the generation loop learns what to ask next only as answers come back. The
+dispatcher runs a few feeder threads; an idle feeder takes as many waiting requests as there are free slots and
+streams them, so a slot freed by one answer is refilled at once by another feeder instead of waiting for the
+slowest request of a batch. Each feeder builds its own model wrapper (`make_model`), because the response cache's
+SQLite connection belongs to the thread that opened it.
+
+For HTTP teachers use as many feeders as slots; for local teachers one feeder, so batches stay whole.
+
+    dispatcher = Dispatcher(lambda: RecordedModel(model, db), concurrency=8, feeders=8)
+    dispatcher.submit([(job_id, request), ...])
+    job_id, completion = dispatcher.get()     # re-raises a feeder's error
+    dispatcher.close()
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+
+from apprentice.models.base import Completion, Model, Request
+
+
+class Dispatcher:
+    def __init__(self, make_model: Callable[[], Model], concurrency: int, feeders: int):
+        if concurrency < 1 or feeders < 1:
+            raise ValueError("concurrency and feeders must be at least 1")
+        self.concurrency = concurrency
+        self._make_model = make_model
+        self._waiting: deque[tuple[int, Request]] = deque()
+        self._in_flight = 0
+        self._closed = False
+        self._cond = threading.Condition()
+        self._results: queue.Queue = queue.Queue()
+        self._threads = [threading.Thread(target=self._feed, name=f"apprentice-feeder-{i}", daemon=True)
+                         for i in range(feeders)]
+        for thread in self._threads:
+            thread.start()
+
+    @property
+    def in_flight(self) -> int:
+        with self._cond:
+            return self._in_flight
+
+    def submit(self, jobs: Iterable[tuple[int, Request]]) -> None:
+        with self._cond:
+            self._waiting.extend(jobs)
+            self._cond.notify_all()
+
+    def get(self, timeout: float | None = None) -> tuple[int, Completion] | None:
+        """The next answer as (job id, completion); None after `timeout` seconds without one."""
+        try:
+            item = self._results.get(timeout=timeout)
+        except queue.Empty:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Take no more requests; feeders stop after the answer they are waiting for (their threads are daemons,
+        so an answer that never comes does not keep the process alive)."""
+        with self._cond:
+            self._closed = True
+            self._waiting.clear()
+            self._cond.notify_all()
+
+    def _take(self) -> list[tuple[int, Request]] | None:
+        with self._cond:
+            while not self._closed and not (self._waiting and self._in_flight < self.concurrency):
+                self._cond.wait()
+            if self._closed:
+                return None
+            count = min(len(self._waiting), self.concurrency - self._in_flight)
+            self._in_flight += count
+            return [self._waiting.popleft() for _ in range(count)]
+
+    def _feed(self) -> None:
+        try:
+            model = self._make_model()
+            while (batch := self._take()) is not None:
+                answers = model.stream([request for _, request in batch])
+                try:
+                    for position, completion in answers:
+                        with self._cond:
+                            self._in_flight -= 1
+                            self._cond.notify_all()
+                            closed = self._closed
+                        if closed:
+                            break
+                        self._results.put((batch[position][0], completion))
+                finally:
+                    answers.close()  # a stream left early cancels its requests
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that reads the answers
+            self._results.put(exc)

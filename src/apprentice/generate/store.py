@@ -1,0 +1,103 @@
+"""The files of a generation run directory, written so that `kill -9` loses at most the requests in flight.
+
+* `data.jsonl` and `rejected.jsonl` are appended one record at a time, flushed after each record and fsynced every
+  few records (`AppendLog`); a line torn by a kill is cut off when the run resumes (`read_log`).
+* `alpaca_data.json`, `stats.json` and `generate_config.json` are whole files, written to a temporary file and
+  renamed over the old one (`write_json_atomic`), so a reader never sees half of one.
+
+    log = AppendLog(out / "data.jsonl")
+    log.append({"instruction": "...", "input": "", "output": "..."})
+    log.close()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from apprentice.errors import UserError
+
+DATA = "data.jsonl"
+REJECTED = "rejected.jsonl"
+ALPACA_DATA = "alpaca_data.json"
+STATS = "stats.json"
+CONFIG = "generate_config.json"
+REQUESTS_DB = "requests.sqlite"
+
+ALPACA_FIELDS = ("instruction", "input", "output")
+
+
+class AppendLog:
+    """A JSONL file that grows by whole records: each is flushed to the OS at once, fsynced every `sync_every`."""
+
+    def __init__(self, path: Path, sync_every: int = 8):
+        self.path = path
+        self.sync_every = sync_every
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - held open for the whole run
+        self._unsynced = 0
+
+    def append(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        self._unsynced += 1
+        if self._unsynced >= self.sync_every:
+            self.sync()
+
+    def sync(self) -> None:
+        if self._unsynced:
+            os.fsync(self._file.fileno())
+            self._unsynced = 0
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self.sync()
+            self._file.close()
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The records of a run's JSONL file ([] when absent). A last line without its newline is what a kill left
+    half-written: it is cut off the file. Any other bad line means the file was edited: one clear error."""
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    complete = data.rfind(b"\n") + 1
+    if complete < len(data):
+        with open(path, "r+b") as handle:
+            handle.truncate(complete)
+    records = []
+    for number, line in enumerate(data[:complete].decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}:{number}: invalid JSON ({exc.msg}); fix or remove the line to resume") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path}:{number}: expected a JSON object; fix or remove the line to resume")
+        records.append(record)
+    return records
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write `data` as indented JSON to `path` through a temporary file in the same directory and a rename."""
+    handle = tempfile.NamedTemporaryFile(
+        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
+    )
+    try:
+        with handle:
+            json.dump(data, handle, ensure_ascii=False, indent=2)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def alpaca_records(records: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The plain Alpaca list (instruction, input, output) of kept records."""
+    return [{key: record.get(key, "") for key in ALPACA_FIELDS} for record in records]
