@@ -31,9 +31,9 @@ def _options(
 
 
 def _register_commands() -> None:
-    from apprentice.commands import judge, models
+    from apprentice.commands import annotate, judge, models
 
-    for register in (models.register, judge.register):
+    for register in (models.register, judge.register, annotate.register):
         register(app)
 
 

@@ -1,0 +1,128 @@
+"""`apprentice annotate`: collect blind human votes on two models' outputs in a small web app.
+
+    apprentice annotate --a student.json --b teacher.json --db votes.sqlite     # import the pairs and serve
+    apprentice annotate invite ana --db votes.sqlite --url http://HOST:8000    # print ana's link
+    apprentice annotate admin-token --db votes.sqlite                          # print a new admin link
+    apprentice annotate export --db votes.sqlite --out annotations.json        # AlpacaEval-style annotations
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from apprentice.errors import UserError
+
+console = Console()
+annotate_app = typer.Typer(
+    help="Blind human votes in the browser. With --a, --b and --db: import the pairs (joined on the instruction) "
+    "and serve the voting app; restarting on the same files and database resumes. Subcommands invite annotators, "
+    "make admin links and export the votes.",
+    no_args_is_help=False,
+)
+DB_HELP = "The votes database (SQLite; created on first use)."
+URL_HELP = "Where annotators reach the server (the address printed in links)."
+
+
+@annotate_app.callback(invoke_without_command=True)
+def serve(
+    ctx: typer.Context,
+    a: Path = typer.Option(None, "--a", help="AlpacaEval outputs of model A (exported as output_1)."),
+    b: Path = typer.Option(None, "--b", help="AlpacaEval outputs of model B (exported as output_2)."),
+    db: Path = typer.Option(None, "--db", help=DB_HELP),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 to accept other machines)."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    votes_per_item: int = typer.Option(1, min=1, help="Votes wanted per item, each from a different annotator."),
+) -> None:
+    """Serve the voting app on the pairs of --a and --b (joined on the instruction); restarts resume."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if a is None or b is None or db is None:
+        raise UserError("annotate needs --a FILE --b FILE --db FILE (or a subcommand: invite, admin-token, export)")
+    from apprentice.annotate import server, store
+    from apprentice.evaluate.outputs import join_outputs, load_outputs
+
+    pairs = join_outputs(load_outputs(a), load_outputs(b), str(a), str(b))
+    connection = store.create_db(db)
+    added = store.import_pairs(connection, pairs)
+    console.print(f"{db}: {added} new items" if added else f"{db}: resuming with {len(pairs)} items")
+    base = f"http://{host}:{port}"
+    if not store.has_admin(connection):
+        console.print(f"admin page: {base}/a/{store.add_admin(connection)}", soft_wrap=True)
+    else:
+        console.print(f"admin page: run `apprentice annotate admin-token --db {db}` for a new link", soft_wrap=True)
+    connection.close()
+    console.print(f"invite annotators from the admin page or with `apprentice annotate invite NAME --db {db}`")
+    console.print(f"serving at {base} (Ctrl-C stops)")
+    server.serve(db, host, port, votes_per_item)
+
+
+def _existing_db(db: Path):
+    from apprentice.annotate import store
+
+    if not db.is_file():
+        raise UserError(f"{db}: no such votes database (start `apprentice annotate --a --b --db {db}` first)")
+    return store.create_db(db)
+
+
+@annotate_app.command()
+def invite(
+    name: str = typer.Argument(..., help="The annotator's name (shown in exports and on the admin page)."),
+    db: Path = typer.Option(..., "--db", help=DB_HELP),
+    url: str = typer.Option("http://127.0.0.1:8000", help=URL_HELP),
+) -> None:
+    """Create an annotator and print their private link (only a hash of it is stored)."""
+    from apprentice.annotate import store
+
+    connection = _existing_db(db)
+    try:
+        token = store.add_annotator(connection, name)
+    finally:
+        connection.close()
+    typer.echo(f"{url.rstrip('/')}/a/{token}")
+
+
+@annotate_app.command("admin-token")
+def admin_token(
+    db: Path = typer.Option(..., "--db", help=DB_HELP),
+    url: str = typer.Option("http://127.0.0.1:8000", help=URL_HELP),
+) -> None:
+    """Create an admin link: progress, tally with plot, export, invitations."""
+    from apprentice.annotate import store
+
+    connection = _existing_db(db)
+    try:
+        token = store.add_admin(connection)
+    finally:
+        connection.close()
+    typer.echo(f"{url.rstrip('/')}/a/{token}")
+
+
+@annotate_app.command()
+def export(
+    db: Path = typer.Option(..., "--db", help=DB_HELP),
+    out: Path = typer.Option(..., "--out", help="Where to write the annotations (JSON list)."),
+) -> None:
+    """Write every vote as an AlpacaEval annotation (output_1 = A, preference 1, 2, or 1.5 for a tie)."""
+    from apprentice.annotate import store
+
+    annotations = store.load_annotations(db)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(annotations, f, ensure_ascii=False, indent=1)
+        os.replace(tmp, out)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    console.print(f"{out}: {len(annotations)} annotations")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(annotate_app, name="annotate")
