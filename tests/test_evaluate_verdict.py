@@ -22,6 +22,7 @@ from apprentice.evaluate.verdict import parse_verdict, verdict_from_logprobs
     ("Answer: B", "B"), ("**Answer:** B", "B"), ("### Verdict\nA", "A"), ("Final answer - b", "B"),
     ("After comparing both, the answer is: Output (b).", "B"), ("The better response is A.", "A"),
     ("Verdict: tie", "tie"), ("Winner: Response (a)", "A"),
+    ("The best response is indeed Response B, which is the correct answer.", "B"),
     ("Output (a): fine.\nOutput (b): wrong.\nVerdict: B", "B"),
     # comparisons
     ("A is better", "A"), ("a is better than b", "A"), ("A is a better response", "A"),
@@ -44,6 +45,7 @@ def test_parse_verdict(text, expected):
     "A or B",  # names both, decides nothing
     "[[A]] and [[B]]", "Answer: A. Verdict: B",  # contradicts itself within one kind of evidence
     "A is better. B is better.",
+    "The best response is A, but the best answer is actually B.",
     "This is a better answer",  # the article "a" is not a label
     "I prefer a shorter reply",
     "Output (a): lists three actors.",  # a description, not a verdict

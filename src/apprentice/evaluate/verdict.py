@@ -34,7 +34,7 @@ _BRACKETS = re.compile(r"\[\[\s*(?P<x>[a-z]+)\s*\]\]")
 _ANSWER_KEY = (r"(?:final answer|final verdict|answer|verdict|winner|choice|decision|preference|my pick|"
                r"(?:better|best|preferred|winning|stronger|superior) (?:one|output|response|answer))")
 _LABELLED = re.compile(
-    rf"\b{_ANSWER_KEY}\s*(?:(?:is|would be)\s*[:=]?|[:=]|->|-|\n)\s*(?:clearly\s+|probably\s+|that\s+)?"
+    rf"\b{_ANSWER_KEY}\s*(?:(?:is|would be)\s*[:=]?|[:=]|->|-|\n)\s*(?:(?:clearly|probably|that|indeed|definitely|actually|obviously|certainly)\s+)*"
     rf"(?:{_LABEL}|(?P<tie>a tie|tie|draw|neither|both)\b)"
 )
 _INTENSIFIER = r"(?:(?:clearly|slightly|much|far|significantly|somewhat|a bit|overall|definitely|the|a)\s+)*"
