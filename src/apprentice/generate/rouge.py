@@ -9,9 +9,10 @@ gives the same numbers, bit for bit, much faster:
   the count is a handful of vector additions;
 * the F-measure of that bound (the same float expression, which is monotone in the LCS) prunes every instruction
   that cannot exceed the threshold, or cannot beat the best score found so far;
-* the survivors are scored together with a bit-parallel LCS (Allison-Dix / Hyyrö) over one Python integer in which
-  each candidate owns a lane of bits followed by a guard bit that swallows the carry, so one pass over the query's
-  tokens computes every candidate's LCS.
+* candidates are scored in bands of decreasing bound, so the best score found early prunes the rest;
+* the survivors get a bit-parallel LCS (Allison-Dix / Hyyrö) on Python integers: a few are scored one by one, many
+  at once in one integer where each candidate owns a lane of bits followed by a guard bit that swallows the carry,
+  so one pass over the query's tokens computes every candidate's LCS.
 
 Usage::
 
@@ -33,12 +34,17 @@ import numpy as np
 
 _NON_ALPHANUM = re.compile(r"[^a-z0-9]+")
 
-# A feature whose posting list reaches this many instructions moves to a dense byte row: counting it then costs one
-# vector addition instead of a scatter over its postings.
+# A feature found in this many instructions, and in this share of those stored so far, moves to a dense byte row:
+# counting it then costs one vector addition instead of a scatter over a long posting list.
 _DENSE_MIN_POSTINGS = 256
-# When the search for the best score starts without a score above the threshold, the candidates with the highest
-# bounds are scored first so that the best score found prunes the rest.
-_FIRST_BATCH = 64
+_DENSE_MIN_SHARE = 1 / 32
+# Below this many candidate tokens, scoring them one by one in Python beats packing them into lanes with numpy.
+_LANES_MIN_TOKENS = 400
+# The search for the best score scores candidates in bands of decreasing bound (F-measure levels); once a band yields
+# a score, one last band down to that score finishes the search.
+_LEVELS = (0.5, 0.35, 0.2, 0.0)
+# Bounds are compared in float32; this margin is far above its rounding error.
+_MARGIN = 1e-5
 
 
 def tokenize(text: str) -> list[str]:
@@ -64,21 +70,29 @@ def _f_measures(lcs: np.ndarray, target_len: int, prediction_lens: np.ndarray) -
     return 2 * precision * recall / (precision + recall)
 
 
-def lcs_length(a: list, b: list) -> int:
-    """Length of the longest common subsequence, bit-parallel: O(len(a) * len(b) / word size)."""
-    if not a or not b:
-        return 0
+def _position_masks(tokens: list) -> dict:
+    """For each distinct token, the bit mask of its positions: the pattern side of a bit-parallel LCS."""
     masks: dict = {}
-    for position, token in enumerate(a):
+    for position, token in enumerate(tokens):
         masks[token] = masks.get(token, 0) | (1 << position)
-    ones = (1 << len(a)) - 1
-    v = ones
-    for token in b:
+    return masks
+
+
+def _advance(v: int, masks: dict, ones: int, sequence: list) -> int:
+    """Allison-Dix / Hyyrö bit-parallel LCS: feed `sequence` to the state `v` (all ones at the start) of a pattern
+    whose positions are the set bits of `ones`; the LCS is then the number of those bits cleared in `v`."""
+    for token in sequence:
         match = masks.get(token)
         if match:
             u = v & match
             v = ((v + u) | (v - u)) & ones
-    return len(a) - v.bit_count()
+    return v
+
+
+def lcs_length(a: list, b: list) -> int:
+    """Length of the longest common subsequence, bit-parallel: O(len(a) * len(b) / word size)."""
+    ones = (1 << len(a)) - 1
+    return (ones ^ _advance(ones, _position_masks(a), ones, b)).bit_count()
 
 
 def rouge_l_f(target_tokens: list[str], prediction_tokens: list[str]) -> float:
@@ -128,26 +142,29 @@ class RougeLIndex:
             raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
         self.threshold = threshold
         self._vocab: dict[str, int] = {}
-        self._features: dict[tuple[int, int], int] = {}
-        # Every instruction's token ids followed by one guard (-1); the guards become the lane separators.
-        self._tokens = _Growable(np.int32, fill=-1)
+        self._docs: list[list[int]] = []
+        # The same token ids, each instruction followed by a guard (-1) that becomes a lane separator.
+        self._flat = _Growable(np.int32, fill=-1)
         self._starts = _Growable(np.int64)
         self._lengths = _Growable(np.int64)
+        self._lengths_f32 = _Growable(np.float32)
+        self._features: dict[tuple[int, int], int] = {}
         self._postings: list[array] = []
         self._dense_row: dict[int, int] = {}
         self._dense = np.zeros((16, 1024), dtype=np.uint8)
-        self._need_cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
-        return self._lengths.size
+        return len(self._docs)
 
     def add(self, text: str) -> int:
         """Store an instruction and return its id (0, 1, 2, ... in the order added)."""
         doc = len(self)
         ids = [self._vocab.setdefault(token, len(self._vocab)) for token in tokenize(text)]
-        self._starts.extend([self._tokens.size])
+        self._docs.append(ids)
+        self._starts.extend([self._flat.size])
         self._lengths.extend([len(ids)])
-        self._tokens.extend(ids + [-1])
+        self._lengths_f32.extend([len(ids)])
+        self._flat.extend(ids + [-1])
         if doc >= self._dense.shape[1]:
             grown = np.zeros((self._dense.shape[0], 2 * self._dense.shape[1]), dtype=np.uint8)
             grown[:, :doc] = self._dense[:, :doc]
@@ -159,7 +176,7 @@ class RougeLIndex:
                 continue
             postings = self._postings[feature]
             postings.append(doc)
-            if len(postings) >= _DENSE_MIN_POSTINGS:
+            if len(postings) >= max(_DENSE_MIN_POSTINGS, doc * _DENSE_MIN_SHARE):
                 self._make_dense(feature)
         return doc
 
@@ -169,33 +186,26 @@ class RougeLIndex:
         With `stop_above_threshold` the search may end at the first batch holding a score above the threshold; the
         score returned is then exact for the instruction returned, but may not be the maximum."""
         ids = [self._vocab.get(token, -1) for token in tokenize(text)]
-        m = len(ids)
-        if m == 0 or len(self) == 0:
-            return Match(0.0, None)
-        overlap = self._overlap(ids)
-        candidates = np.flatnonzero(overlap)
-        if len(candidates) == 0:
-            return Match(0.0, None)
-        lengths = self._lengths.view[candidates]
-        bounds = _f_measures(overlap[candidates].astype(np.int64), m, lengths)
-        pending = np.ones(len(candidates), dtype=bool)
         best = Match(0.0, None)
-
-        above = bounds > self.threshold
-        if above.any():
-            best = self._score(ids, candidates[above], best)
-            pending &= ~above
-            if stop_above_threshold and best.score > self.threshold:
+        if not ids or not self._docs:
+            return best
+        # ratio * 2 is the F-measure of the LCS bound, up to float32 rounding: cuts on it carry a margin, and every
+        # candidate that passes is scored exactly, so the margin costs a few extra candidates, never a wrong answer.
+        ratio = self._overlap(ids) / (self._lengths_f32.view + np.float32(len(ids)))
+        pattern = _position_masks(ids)
+        upper = np.inf
+        for level in [self.threshold] + [t for t in _LEVELS if t < self.threshold]:
+            final = best.index is not None
+            lower = max((best.score if final else level) / 2 - _MARGIN, 0.0)
+            in_band = ratio > lower if upper == np.inf else (ratio > lower) & (ratio <= upper)
+            candidates = np.flatnonzero(in_band)
+            if len(candidates):
+                best = self._score(ids, pattern, candidates, best)
+            if best.index is not None and (
+                final or best.score / 2 - _MARGIN >= lower or (stop_above_threshold and best.score > self.threshold)
+            ):
                 return best
-        if best.index is None:
-            first = np.flatnonzero(pending)
-            if len(first) > _FIRST_BATCH:
-                first = first[np.argpartition(-bounds[first], _FIRST_BATCH)[:_FIRST_BATCH]]
-            best = self._score(ids, candidates[np.sort(first)], best)
-            pending[first] = False
-        rest = pending & (bounds >= best.score)
-        if rest.any():
-            best = self._score(ids, candidates[rest], best)
+            upper = lower
         return best
 
     def _feature_ids(self, ids: list[int], create: bool) -> list[int]:
@@ -228,55 +238,55 @@ class RougeLIndex:
     def _overlap(self, ids: list[int]) -> np.ndarray:
         """Multiset intersection size of the query with every stored instruction."""
         n = len(self)
-        sparse = []
-        rows = []
+        # The overlap is at most the query length, so bytes suffice for all but very long queries.
+        overlap = np.zeros(n, dtype=np.uint8 if len(ids) < 256 else np.int32)
+        sparse = array("i")
         for feature in self._feature_ids([t for t in ids if t >= 0], create=False):
             row = self._dense_row.get(feature)
             if row is None:
-                sparse.append(np.frombuffer(self._postings[feature], dtype=np.int32))
+                sparse.extend(self._postings[feature])
             else:
-                rows.append(row)
-        if rows:
-            overlap = self._dense[rows, :n].sum(axis=0, dtype=np.int32)
-        else:
-            overlap = np.zeros(n, dtype=np.int32)
+                overlap += self._dense[row, :n]
         if sparse:
-            overlap += np.bincount(np.concatenate(sparse), minlength=n).astype(np.int32)
+            np.add(overlap, np.bincount(np.frombuffer(sparse, dtype=np.int32), minlength=n), out=overlap,
+                   casting="unsafe")
         return overlap
 
-    def _score(self, ids: list[int], candidates: np.ndarray, best: Match) -> Match:
+    def _score(self, ids: list[int], pattern: dict, candidates: np.ndarray, best: Match) -> Match:
         """Exact scores of the query against `candidates` (ascending ids); the better of those and `best`."""
-        lcs = self._lcs_many(ids, candidates)
+        lengths = self._lengths.view[candidates]
+        if lengths.sum() <= _LANES_MIN_TOKENS:
+            ones = (1 << len(ids)) - 1
+            lcs = np.array([(ones ^ _advance(ones, pattern, ones, self._docs[doc])).bit_count() for doc in candidates])
+        else:
+            lcs = self._lcs_lanes(ids, candidates, lengths)
         scores = np.zeros(len(candidates))
         hit = lcs > 0
-        scores[hit] = _f_measures(lcs[hit], len(ids), self._lengths.view[candidates[hit]])
+        scores[hit] = _f_measures(lcs[hit], len(ids), lengths[hit])
         top = int(np.argmax(scores))
         score = float(scores[top])
         if score > best.score or (score == best.score and best.index is not None and candidates[top] < best.index):
             return Match(score, int(candidates[top]))
         return best
 
-    def _lcs_many(self, ids: list[int], candidates: np.ndarray) -> np.ndarray:
-        """LCS of the query with each candidate: the candidates' tokens, guards included, form one bit string."""
-        spans = self._lengths.view[candidates] + 1
+    def _lcs_lanes(self, ids: list[int], candidates: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """LCS of the query with many candidates at once: their tokens, guards included, form one bit string, and the
+        query is fed to it once."""
+        spans = lengths + 1
         lane_ends = np.cumsum(spans)
         total = int(lane_ends[-1])
         lane_starts = lane_ends - spans
         positions = np.repeat(self._starts.view[candidates] - lane_starts, spans) + np.arange(total)
-        text = self._tokens.view[positions]
-        nbytes = (total + 7) // 8
-
-        def bits(selected: np.ndarray) -> int:
-            return int.from_bytes(np.packbits(selected, bitorder="little").tobytes(), "little")
-
-        ones = bits(text >= 0)
-        masks = {token: bits(text == token) for token in set(ids) if token >= 0}
-        v = ones
-        for token in ids:
-            match = masks.get(token)
-            if match:
-                u = v & match
-                v = ((v + u) | (v - u)) & ones
-        zeros = np.unpackbits(np.frombuffer((ones ^ v).to_bytes(nbytes, "little"), dtype=np.uint8), bitorder="little")
-        counts = np.cumsum(zeros[:total], dtype=np.int64)[lane_ends - 1]
-        return np.diff(counts, prepend=0)
+        text = self._flat.view[positions]
+        distinct = sorted({token for token in ids if token >= 0})
+        rows = np.empty((len(distinct) + 1, total), dtype=bool)
+        np.equal(text[None, :], np.array(distinct, dtype=np.int32)[:, None], out=rows[:-1])
+        np.greater_equal(text, 0, out=rows[-1])
+        packed = np.packbits(rows, axis=1, bitorder="little")
+        width = packed.shape[1]
+        raw = packed.tobytes()
+        masks = [int.from_bytes(raw[i * width : (i + 1) * width], "little") for i in range(len(rows))]
+        ones = masks.pop()
+        v = _advance(ones, dict(zip(distinct, masks)), ones, ids)
+        zeros = np.unpackbits(np.frombuffer((ones ^ v).to_bytes(width, "little"), dtype=np.uint8), bitorder="little")
+        return np.add.reduceat(zeros[:total], lane_starts, dtype=np.int64)

@@ -1,0 +1,182 @@
+"""Benchmark: ROUGE-L near-duplicate removal, `RougeLIndex` against Stanford Alpaca's method, on the same stream.
+
+Run by hand (results go to docs/BENCHMARKS.md):
+
+    python bench/dedup.py                       # 52K stream, baseline on the first 2,000 candidates
+    python bench/dedup.py --size 5000 --baseline 1000
+
+The stream. The 1,232 real instructions in ../shared/data (175 Self-Instruct seeds, 252 user-oriented instructions,
+805 AlpacaEval instructions) come first, in that order; every later item is a variant of one or two of them, drawn
+with `random.Random(seed)` so the stream is the same on every run:
+
+* light (25%): one real instruction with 1-2 edits; these are mostly near duplicates;
+* medium (35%): one real instruction with 3-7 edits; some are near duplicates, most are not;
+* spliced (40%): the first part of one real instruction joined to the last part of another, then 0-3 edits; new
+  "instructions" that still share words and phrasing with earlier ones, like a teacher's paraphrases do.
+
+An edit is one of: drop a word, swap two neighbouring words, replace a word by a near synonym from a small table,
+add a polite prefix ("Please", "Can you", ...), or add a suffix phrase ("Be concise.", ...).
+
+The baseline is Stanford's loop (generate_instruction.py): tokenize the candidate with rouge_score's tokenizer, then
+`Pool(2).map(partial(rouge_scorer._score_lcs, candidate_tokens), kept_tokens)` with a new pool per candidate, keep
+when every F <= 0.7. It runs on a prefix of the stream (it would take hours on all of it); the index runs on the same
+prefix, the decisions and best scores must be identical, and the speedup is the ratio of the two times. The index is
+then timed alone on the whole stream, as the generate loop uses it: `query(stop_above_threshold=True)`, which still
+returns the exact best score of every kept instruction, then `add` when kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from functools import partial
+from multiprocessing import Pool
+from pathlib import Path
+
+from rouge_score import rouge_scorer
+
+from apprentice.generate.rouge import RougeLIndex
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+SYNONYMS = {
+    "write": "compose", "give": "provide", "list": "enumerate", "describe": "explain", "create": "generate",
+    "short": "brief", "story": "tale", "explain": "clarify", "summarize": "sum up", "generate": "produce",
+    "following": "given", "sentence": "phrase", "text": "passage", "make": "build", "find": "identify",
+    "good": "great", "best": "top", "ways": "methods", "tips": "suggestions", "help": "assist", "use": "employ",
+    "show": "demonstrate", "tell": "inform", "people": "persons", "important": "essential", "new": "novel",
+    "simple": "easy", "different": "distinct", "example": "instance", "examples": "instances", "about": "on",
+}
+PREFIXES = ["Please", "Can you", "I want you to", "Kindly", "Your task:", "Now,"]
+SUFFIXES = ["Be concise.", "Explain your answer.", "Keep it short.", "Use simple words.", "Think step by step."]
+
+
+def real_instructions() -> list[str]:
+    seeds = [json.loads(line)["instruction"] for line in open(DATA / "self_instruct" / "seed_tasks.jsonl")]
+    user = [json.loads(line)["instruction"]
+            for line in open(DATA / "self_instruct" / "user_oriented_instructions.jsonl")]
+    evals = [row["instruction"] for row in json.load(open(DATA / "alpaca_eval" / "text_davinci_003.model_outputs.json"))]
+    return seeds + user + evals
+
+
+def edit(words: list[str], rng: random.Random) -> list[str]:
+    words = list(words)
+    kind = rng.randrange(5)
+    if kind == 0 and len(words) > 4:
+        del words[rng.randrange(len(words))]
+    elif kind == 1 and len(words) > 2:
+        i = rng.randrange(len(words) - 1)
+        words[i], words[i + 1] = words[i + 1], words[i]
+    elif kind == 2:
+        swappable = [i for i, w in enumerate(words) if w.lower() in SYNONYMS]
+        if swappable:
+            i = rng.choice(swappable)
+            words[i] = SYNONYMS[words[i].lower()]
+    elif kind == 3:
+        words = rng.choice(PREFIXES).split() + words
+    else:
+        words = words + rng.choice(SUFFIXES).split()
+    return words
+
+
+def build_stream(size: int, seed: int = 0) -> list[str]:
+    real = real_instructions()
+    rng = random.Random(seed)
+    stream = list(real[:size])
+    while len(stream) < size:
+        roll = rng.random()
+        words = rng.choice(real).split()
+        if roll < 0.10:
+            edits = rng.randint(1, 2)
+        elif roll < 0.35:
+            edits = rng.randint(3, 7)
+        else:
+            other = rng.choice(real).split()
+            words = words[: rng.randint(len(words) // 3, 2 * len(words) // 3)] + other[len(other) // 3 :]
+            edits = rng.randint(0, 3)
+        for _ in range(edits):
+            words = edit(words, rng)
+        stream.append(" ".join(words))
+    return stream
+
+
+def stanford(stream: list[str], threshold: float) -> tuple[list[bool], list[float], int]:
+    """Stanford's dedup: every candidate against every kept instruction, a process pool of 2 per candidate."""
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    kept_tokens: list[list[str]] = []
+    decisions, best, pairs = [], [], 0
+    for instruction in stream:
+        tokens = scorer._tokenizer.tokenize(instruction)
+        if kept_tokens:
+            with Pool(2) as pool:
+                scores = [s.fmeasure for s in pool.map(partial(rouge_scorer._score_lcs, tokens), kept_tokens)]
+        else:
+            scores = [0.0]
+        pairs += len(kept_tokens)
+        keep = max(scores) <= threshold
+        decisions.append(keep)
+        best.append(max(scores))
+        if keep:
+            kept_tokens.append(tokens)
+    return decisions, best, pairs
+
+
+def indexed(stream: list[str], threshold: float) -> tuple[list[bool], list[float], int]:
+    index = RougeLIndex(threshold)
+    decisions, best, pairs = [], [], 0
+    for instruction in stream:
+        match = index.query(instruction)
+        pairs += len(index)
+        keep = match.score <= threshold
+        decisions.append(keep)
+        best.append(match.score)
+        if keep:
+            index.add(instruction)
+    return decisions, best, pairs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=52_000, help="stream length (default 52,000)")
+    parser.add_argument("--baseline", type=int, default=2_000, help="prefix on which the baseline runs (0: skip)")
+    parser.add_argument("--threshold", type=float, default=0.7)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    stream = build_stream(args.size, args.seed)
+    print(f"stream: {len(stream):,} instructions ({len(set(stream)):,} distinct)")
+
+    if args.baseline:
+        prefix = stream[: args.baseline]
+        start = time.perf_counter()
+        base_keep, base_best, base_pairs = stanford(prefix, args.threshold)
+        base_time = time.perf_counter() - start
+        start = time.perf_counter()
+        ours_keep, ours_best, _ = indexed(prefix, args.threshold)
+        ours_time = time.perf_counter() - start
+        kept = [best for best, keep in zip(ours_best, ours_keep) if keep]
+        assert ours_keep == base_keep, "decisions differ"
+        # Removed items may stop at any score above the threshold; kept ones carry the exact maximum.
+        assert kept == [best for best, keep in zip(base_best, base_keep) if keep], "best scores differ"
+        print(f"prefix {len(prefix):,}: same decisions ({sum(base_keep):,} kept, {len(prefix) - sum(base_keep):,}"
+              f" removed), {base_pairs:,} pairs")
+        print(f"  baseline (Stanford, 2 workers): {base_time:.2f} s, {base_time / base_pairs * 1e6:.1f} µs per pair")
+        print(f"  RougeLIndex:                    {ours_time:.3f} s")
+        print(f"  speedup: {base_time / ours_time:,.0f}x")
+
+    start = time.perf_counter()
+    keep, best, pairs = indexed(stream, args.threshold)
+    elapsed = time.perf_counter() - start
+    print(f"full stream {len(stream):,}: {sum(keep):,} kept, {len(stream) - sum(keep):,} removed, "
+          f"{pairs:,} pairs a brute-force loop would score")
+    print(f"  RougeLIndex: {elapsed:.2f} s ({elapsed / len(stream) * 1e6:.0f} µs per candidate)")
+    if args.baseline:
+        projected = pairs * base_time / base_pairs
+        print(f"  baseline projected at its measured per-pair cost: {projected / 3600:.1f} h "
+              f"({projected / elapsed:,.0f}x)")
+
+
+if __name__ == "__main__":
+    main()
