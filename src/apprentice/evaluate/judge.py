@@ -29,10 +29,10 @@ from importlib.resources import files
 from pathlib import Path
 
 from apprentice.evaluate.outputs import Pair
+from apprentice.evaluate.stats import TIE
 from apprentice.evaluate.verdict import Verdict, parse_verdict, verdict_from_logprobs
 from apprentice.models import Completion, Model, Request
 
-TIE = 1.5
 ProgressCallback = Callable[[int, int], None]  # (requests answered, requests planned so far)
 
 

@@ -33,8 +33,9 @@ _OPENING = re.compile(r"^\s*(?:(?P<label>[ab])|(?P<tie>tie))\s*[.!]\s")
 _BRACKETS = re.compile(r"\[\[\s*(?P<x>[a-z]+)\s*\]\]")
 _ANSWER_KEY = (r"(?:final answer|final verdict|answer|verdict|winner|choice|decision|preference|my pick|"
                r"(?:better|best|preferred|winning|stronger|superior) (?:one|output|response|answer))")
+_FILLER = r"(?:(?:clearly|probably|that|indeed|definitely|actually|obviously|certainly)\s+)*"
 _LABELLED = re.compile(
-    rf"\b{_ANSWER_KEY}\s*(?:(?:is|would be)\s*[:=]?|[:=]|->|-|\n)\s*(?:(?:clearly|probably|that|indeed|definitely|actually|obviously|certainly)\s+)*"
+    rf"\b{_ANSWER_KEY}\s*(?:(?:is|would be)\s*[:=]?|[:=]|->|-|\n)\s*{_FILLER}"
     rf"(?:{_LABEL}|(?P<tie>a tie|tie|draw|neither|both)\b)"
 )
 _INTENSIFIER = r"(?:(?:clearly|slightly|much|far|significantly|somewhat|a bit|overall|definitely|the|a)\s+)*"
@@ -42,7 +43,8 @@ _WORSE = r"worse|inferior|weaker|less (?:helpful|accurate|relevant|complete)"
 _COMPARISONS = (
     re.compile(
         rf"{_LABEL}\s+(?:is|was|seems|appears|looks|does|reads)\s+{_INTENSIFIER}"
-        rf"(?P<dir>better|superior|preferable|preferred|stronger|more (?:helpful|accurate|relevant|complete)|{_WORSE})\b"
+        rf"(?P<dir>better|superior|preferable|preferred|stronger|"
+        rf"more (?:helpful|accurate|relevant|complete)|{_WORSE})\b"
     ),
     re.compile(rf"{_LABEL}\s+(?:wins|is the winner)\b"),
     re.compile(rf"\bi (?:would )?(?:prefer|choose|pick|select)\s+(?P<label>{_NAMED})"),
