@@ -11,7 +11,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from apprentice.models.spec import SPEC_HELP, BackendOptions
 
@@ -38,35 +37,11 @@ def judge(
     device: str = typer.Option(None, help="Local judges: torch device (default: cuda when available, else cpu)."),
 ) -> None:
     """Ask an LLM judge which of two models' outputs is better for each instruction; write AlpacaEval annotations."""
-    from apprentice.evaluate.judge import judge_pairs, write_annotations
-    from apprentice.evaluate.outputs import join_outputs, load_outputs
-    from apprentice.models import load_model, parse_spec
-    from apprentice.models.record import RecordedModel
+    from apprentice.evaluate.judge import judge_files
 
-    spec = parse_spec(judge_spec)
-    pairs = join_outputs(load_outputs(a), load_outputs(b), str(a), str(b))[:limit]
-    cache = cache or out.with_suffix(".cache.sqlite")
-    model = RecordedModel(load_model(spec, BackendOptions(concurrency=concurrency, batch_size=batch_size,
-                                                          device=device)), cache)
-    columns = (TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TextColumn("calls"), TimeElapsedColumn(),
-               TimeRemainingColumn())
-    try:
-        with Progress(*columns, console=console) as progress:
-            task = progress.add_task("judging", total=None)
-            annotations = judge_pairs(pairs, model, orders=orders, seed=seed, max_tokens=max_tokens,
-                                      annotator=str(spec),
-                                      progress=lambda done, planned: progress.update(task, completed=done,
-                                                                                     total=planned))
-    finally:
-        model.close()
-    write_annotations(out, annotations)
-    failed = sum(item["preference"] is None for item in annotations)
-    stats = model.stats
-    console.print(f"wrote {len(annotations)} judgments to {out} ({stats['paid_calls']} judge calls, "
-                  f"{stats['cache_hits']} from the cache {cache}); see them with: apprentice tally {out}")
-    if failed:
-        console.print(f"[yellow]{failed} judgments failed[/]: no verdict even after a strict retry; they have "
-                      f"preference null and tally leaves them out (see 'failure' and 'orders' in {out})")
+    judge_files(a, b, judge_spec, out, orders=orders, seed=seed, max_tokens=max_tokens, cache=cache, limit=limit,
+                options=BackendOptions(concurrency=concurrency, batch_size=batch_size, device=device),
+                console=console)
 
 
 def tally(

@@ -28,10 +28,13 @@ from functools import cache
 from importlib.resources import files
 from pathlib import Path
 
+from rich.console import Console
+
 from apprentice.evaluate.outputs import Pair
 from apprentice.evaluate.stats import TIE
 from apprentice.evaluate.verdict import Verdict, parse_verdict, verdict_from_logprobs
 from apprentice.models import Completion, Model, Request
+from apprentice.models.spec import BackendOptions
 
 ProgressCallback = Callable[[int, int], None]  # (requests answered, requests planned so far)
 
@@ -168,3 +171,45 @@ def write_annotations(path: str | Path, annotations: list[dict]) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text(json.dumps(annotations, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     os.replace(temporary, path)
+
+
+def judge_files(a: Path, b: Path, judge: str, out: Path, *, orders: int = 2, seed: int = 0, max_tokens: int = 16,
+                cache: Path | None = None, limit: int | None = None, options: BackendOptions | None = None,
+                console: Console | None = None) -> list[dict]:
+    """Judge two AlpacaEval output files with the judge model `judge` (a spec) and write the annotations to `out`.
+
+    Every judge call goes through a SQLite record (`cache`, default OUT.cache.sqlite), so a rerun or a resumed run
+    pays only for the calls not made yet. Shows a progress bar and a one-line summary on `console`."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    from apprentice.evaluate.outputs import join_outputs, load_outputs
+    from apprentice.models import load_model, parse_spec
+    from apprentice.models.record import RecordedModel
+
+    console = console or Console(stderr=True)
+    spec = parse_spec(judge)
+    pairs = join_outputs(load_outputs(a), load_outputs(b), str(a), str(b))[:limit]
+    cache = cache or out.with_suffix(".cache.sqlite")
+    model = RecordedModel(load_model(spec, options), cache)
+    columns = (TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TextColumn("calls"), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("judging", total=None)
+            annotations = judge_pairs(pairs, model, orders=orders, seed=seed, max_tokens=max_tokens,
+                                      annotator=str(spec),
+                                      progress=lambda done, planned: progress.update(task, completed=done,
+                                                                                     total=planned))
+    finally:
+        model.close()
+    write_annotations(out, annotations)
+    failed = sum(item["preference"] is None for item in annotations)
+    stats = model.stats
+    console.print(f"wrote {len(annotations)} judgments to {out} ({stats['paid_calls']} judge calls, "
+                  f"{stats['cache_hits']} from the cache {cache}); see them with: apprentice tally {out}",
+                  highlight=False)
+    if failed:
+        console.print(f"[yellow]{failed} judgments failed[/]: no verdict even after a strict retry; they have "
+                      f"preference null and tally leaves them out (see 'failure' and 'orders' in {out})")
+    return annotations

@@ -105,11 +105,12 @@ class BackendOptions:
 
 def load_model(spec: ModelSpec | str, options: BackendOptions | None = None) -> Model:
     """Build the backend for a spec: HTTP for `openai:`, transformers for the rest."""
-    from apprentice.models.http import OpenAIModel
-    from apprentice.models.local import LocalModel
-
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     options = options or BackendOptions()
     if spec.kind == "openai":
+        from apprentice.models.http import OpenAIModel
+
         return OpenAIModel.from_spec(spec, options)
+    from apprentice.models.local import LocalModel  # imports torch: only when a local model is asked for
+
     return LocalModel.from_spec(spec, options)
