@@ -1,0 +1,265 @@
+"""The run config: one TOML file that drives every stage of `apprentice run`.
+
+Each section maps onto one stage's settings; keys are the stage's own option names (with `_` for `-`), so a config
+line and a command-line option mean the same thing. The whole file is checked before anything runs: an unknown
+section or key, a wrong type, a bad model spec or a missing file is one error naming the key.
+
+    [teacher]   model, concurrency, batch_size          who writes the data (and, by default, judges)
+    [generate]  num, strategy, seeds, seed, ...          apprentice generate options
+    [train]     base, lora, epochs, max_steps, lr, ...   apprentice train options
+    [eval]      prompts, limit, max_tokens, before_after which prompts both models answer
+    [judge]     model, orders, seed, max_tokens          the LLM judge (default: the teacher)
+    [annotate]  votes_per_item                           optional: prepare a blind human-vote database too
+"""
+
+from __future__ import annotations
+
+import tomllib
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from apprentice.errors import UserError
+from apprentice.models.spec import parse_spec
+
+
+@dataclass
+class TeacherSection:
+    model: str  # model spec of the teacher: writes the data and answers the eval prompts
+    concurrency: int = 8  # HTTP teachers: requests in flight
+    batch_size: int = 16  # local teachers: prompts generated together
+
+
+@dataclass
+class GenerateSection:
+    num: int = 100  # records to keep
+    seeds: Path | None = None  # Self-Instruct JSONL; none: the seed tasks shipped with apprentice
+    strategy: str | None = None  # alpaca | self-instruct; none: self-instruct for chat teachers
+    api: str | None = None  # chat | completion; none: chat when the teacher has a chat template
+    seed: int = 0
+    max_requests: int | None = None  # safety cap on teacher requests; none: max(50, 10 * num)
+    price_in: float = 0.0  # USD per million prompt tokens
+    price_out: float = 0.0  # USD per million completion tokens
+    threshold: float = 0.7  # ROUGE-L near-duplicate threshold
+
+
+@dataclass
+class TrainSection:
+    base: str  # model spec of the student before training
+    template: str = "alpaca"
+    lora: bool = False
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: str = "all-linear"
+    merge: bool = False
+    lr: float | None = None
+    epochs: int = 3
+    max_steps: int | None = None
+    max_len: int = 512
+    token_budget: int = 16384
+    micro_budget: int | None = None
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    seed: int = 42
+    save_every: int = 200
+    gradient_checkpointing: bool = False
+    compile: bool = False
+    precision: str = "auto"
+    # run training as a separate multi-process job: a launcher prefix such as "torchrun --nproc_per_node 8" or
+    # "accelerate launch --config_file examples/accelerate_fsdp.yaml"; none trains in this process
+    launch: str | None = None
+
+
+@dataclass
+class EvalSection:
+    prompts: Path | None = None  # evaluation prompts; none: the set shipped with apprentice
+    limit: int | None = None  # answer only the first N prompts (a quick run)
+    max_tokens: int = 256  # most tokens per answer
+    before_after: int = 4  # prompts the untrained base model also answers, for the report's before/after check
+    batch_size: int = 16  # local models: prompts generated together
+
+
+@dataclass
+class JudgeSection:
+    model: str | None = None  # model spec of the judge; none: the teacher
+    orders: int = 2  # 2: both orders, disagreement is a tie; 1: one seeded random order
+    seed: int = 0
+    max_tokens: int = 16
+
+
+@dataclass
+class AnnotateSection:
+    votes_per_item: int = 1  # human votes wanted per instruction, from different annotators
+
+
+@dataclass
+class RunConfig:
+    teacher: TeacherSection
+    train: TrainSection
+    generate: GenerateSection = field(default_factory=GenerateSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    judge: JudgeSection = field(default_factory=JudgeSection)
+    annotate: AnnotateSection | None = None
+
+    @property
+    def judge_model(self) -> str:
+        return self.judge.model or self.teacher.model
+
+
+def _type_name(hint: Any) -> str:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    inner = args[0] if args else hint
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false", Path: "a file path"}.get(
+        inner, getattr(inner, "__name__", str(inner)))
+
+
+def _coerce(value: Any, hint: Any, where: str, base_dir: Path) -> Any:
+    """Check one TOML value against a dataclass field's type; relative paths are taken from the config's folder."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [a for a in args if a is not type(None)]
+        return _coerce(value, options[0], where, base_dir)
+    if is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise UserError(f"{where} must be a table ([{where.split(' ')[-1]}])")
+        return _build(hint, value, where, base_dir)
+    ok = {bool: isinstance(value, bool), int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, int | float) and not isinstance(value, bool), str: isinstance(value, str),
+          Path: isinstance(value, str) and bool(value)}.get(hint, False)
+    if not ok:
+        raise UserError(f"{where} must be {_type_name(hint)}, got {value!r}")
+    if hint is float:
+        return float(value)
+    if hint is Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else base_dir / path
+    return value
+
+
+def _build(cls: type, table: dict, where: str, base_dir: Path) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise UserError(f"{where}: unknown key {key!r} (known: {', '.join(known)})")
+        values[name] = _coerce(value, hints[name], f"{where}.{key}", base_dir)
+    for name, f in known.items():
+        if name not in values and f.default is MISSING and f.default_factory is MISSING:
+            raise UserError(f"{where}: missing required key {name!r}")
+    return cls(**values)
+
+
+def parse_config(data: dict, base_dir: Path, source: str = "config") -> RunConfig:
+    """Build and check a RunConfig from parsed TOML; every error names `source` and the key."""
+    hints = typing.get_type_hints(RunConfig)
+    known = {f.name for f in fields(RunConfig)}
+    for section, value in data.items():
+        if section not in known:
+            raise UserError(f"{source}: unknown section [{section}] (known: {', '.join(sorted(known))})")
+        if not isinstance(value, dict):
+            raise UserError(f"{source}: {section} must be a table ([{section}])")
+    for required in ("teacher", "train"):
+        if required not in data:
+            raise UserError(f"{source}: missing section [{required}]")
+    sections = {}
+    for name in known:
+        if name in data:
+            cls = next(a for a in (typing.get_args(hints[name]) or (hints[name],)) if a is not type(None))
+            sections[name] = _build(cls, data[name], f"{source}: [{name}]", base_dir)
+    config = RunConfig(**sections)
+    _check(config, source)
+    return config
+
+
+def _check(config: RunConfig, source: str) -> None:
+    checks = [("teacher.model", config.teacher.model), ("train.base", config.train.base),
+              ("judge.model", config.judge_model)]
+    for key, spec in checks:
+        try:
+            parse_spec(spec)
+        except UserError as exc:
+            raise UserError(f"{source}: [{key.split('.')[0]}] {key.split('.')[1]}: {exc}") from None
+    if parse_spec(config.train.base).kind == "openai":
+        raise UserError(f"{source}: [train] base must be a local model (hf:, gguf: or bundled:), not openai:")
+    for key, path in (("generate.seeds", config.generate.seeds), ("eval.prompts", config.eval.prompts)):
+        if path is not None and not path.is_file():
+            raise UserError(f"{source}: [{key.split('.')[0]}] {key.split('.')[1]}: no such file {path}")
+    positive = [("generate.num", config.generate.num), ("teacher.concurrency", config.teacher.concurrency),
+                ("eval.max_tokens", config.eval.max_tokens), ("judge.max_tokens", config.judge.max_tokens)]
+    if config.eval.limit is not None:
+        positive.append(("eval.limit", config.eval.limit))
+    for key, value in positive:
+        if value < 1:
+            raise UserError(f"{source}: [{key.split('.')[0]}] {key.split('.')[1]} must be at least 1, got {value}")
+    if config.judge.orders not in (1, 2):
+        raise UserError(f"{source}: [judge] orders must be 1 or 2, got {config.judge.orders}")
+    if config.eval.before_after < 0:
+        raise UserError(f"{source}: [eval] before_after must be 0 or more, got {config.eval.before_after}")
+
+
+def load_config(path: Path) -> RunConfig:
+    """Read and check a run config file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"no such config file {path}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: invalid TOML: {exc}") from None
+    return parse_config(data, path.resolve().parent, str(path))
+
+
+def to_toml(config: RunConfig) -> str:
+    """The resolved config as TOML (saved as RUN/run.toml beside what it made)."""
+    lines: list[str] = []
+
+    def emit(table: str, obj: Any) -> None:
+        nested = []
+        lines.append(f"[{table}]")
+        for f in fields(obj):
+            value = getattr(obj, f.name)
+            if is_dataclass(value):
+                nested.append((f"{table}.{f.name}", value))
+            elif value is not None:
+                lines.append(f"{f.name} = {_toml_value(value)}")
+        lines.append("")
+        for name, value in nested:
+            emit(name, value)
+
+    for f in fields(config):
+        section = getattr(config, f.name)
+        if section is not None:
+            emit(f.name, section)
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    import json
+
+    return json.dumps(str(value))
+
+
+def demo_config(teacher: str | None = None, num: int | None = None) -> RunConfig:
+    """The shipped demo config (pipeline/demo.toml), optionally with another teacher or size."""
+    from importlib.resources import files
+
+    data = tomllib.loads(files("apprentice.pipeline").joinpath("demo.toml").read_text(encoding="utf-8"))
+    if teacher:
+        data["teacher"]["model"] = teacher
+    if num:
+        data["generate"]["num"] = num
+    return parse_config(data, Path.cwd(), "demo config")

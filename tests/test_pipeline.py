@@ -1,0 +1,188 @@
+"""`apprentice run` end to end on a tiny random student and a scripted teacher/judge server: every artifact is made,
+an unchanged rerun skips every stage (zero teacher requests), a changed setting redoes that stage and what follows,
+`--from` forces a stage, and bad configs fail before anything runs."""
+
+import json
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from servers import ScriptedServer, chat_reply
+
+INSTRUCTIONS = [
+    "Name three rivers that flow through Germany.", "Explain why the sky looks blue during the day.",
+    "Suggest a title for a blog post about home baking.", "Convert 25 degrees Celsius to Fahrenheit.",
+    "List four benefits of regular stretching.", "Rewrite this sentence in the passive voice.",
+    "Classify the sentiment of the given review as positive or negative.",
+    "Summarize the plot of a fairy tale in one sentence.", "Give two arguments for learning history at school.",
+    "Translate the greeting into Spanish.", "Describe how a bicycle gear works to a child.",
+    "Propose a name for a friendly robot mascot.", "Compare cats and dogs as pets in a short paragraph.",
+    "Count the vowels in the given word.", "Recommend a board game for a family evening.",
+    "Outline the steps to repot a houseplant.", "Identify the verb in the following sentence.",
+    "Estimate how many minutes are in a week.", "Invent a riddle whose answer is a candle.",
+    "Draft a polite reminder about an unpaid invoice.", "Sort these numbers from smallest to largest.",
+    "Define photosynthesis in simple words.", "Brainstorm slogans for a neighbourhood cleanup day.",
+    "Check whether the given year is a leap year.", "Offer advice to someone starting their first job.",
+    "Paraphrase the proverb about early birds.", "Extract the dates mentioned in the text.",
+    "Plan a three-day reading schedule for a short novel.", "Answer: what is the boiling point of water at sea level?",
+    "Create a short packing list for a beach day.",
+]
+
+
+def teacher_handler():
+    """Alpaca prompts get 3 fresh tasks each; judge prompts always get "A"; anything else a short answer."""
+    lock = threading.Lock()
+    counter = [0]
+
+    def handler(path, body):
+        prompt = body["messages"][-1]["content"] if "messages" in body else body.get("prompt", "")
+        if "Which response is better" in prompt:
+            return chat_reply("A")
+        match = re.search(r"(\d+)\. Instruction:\s*$", prompt)
+        if match:
+            first = int(match.group(1))
+            with lock:
+                start = counter[0]
+                counter[0] += 3
+            items = []
+            for k in range(3):
+                instruction = INSTRUCTIONS[(start + k) % len(INSTRUCTIONS)]
+                items.append(f"{first + k}. Instruction: {instruction}\n{first + k}. Input:\n<noinput>\n"
+                             f"{first + k}. Output:\nHere is a careful answer about {instruction.split()[1]}.")
+            return chat_reply("\n###\n".join(items))
+        return chat_reply("A short and helpful answer.")
+
+    return handler
+
+
+CONFIG = """
+[teacher]
+model = "openai:teacher@{url}"
+concurrency = 2
+
+[generate]
+num = 6
+strategy = "alpaca"
+api = "chat"
+max_requests = 30
+
+[train]
+base = "hf:{base}"
+max_steps = 3
+lr = 1e-3
+token_budget = 2048
+max_len = 128
+save_every = 0
+
+[eval]
+limit = 4
+max_tokens = 8
+before_after = 2
+batch_size = 4
+
+[judge]
+orders = 2
+"""
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "apprentice", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    with ScriptedServer(teacher_handler()) as server:
+        yield server
+
+
+def write_config(tmp_path: Path, teacher, base: Path, **replace) -> Path:
+    text = CONFIG.format(url=teacher.url, base=base)
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    return path
+
+
+def test_run_end_to_end_then_skip_then_redo(tmp_path, teacher, tiny_base_model_dir):
+    config = write_config(tmp_path, teacher, tiny_base_model_dir)
+    run_dir = tmp_path / "run"
+    result = run_cli("run", str(config), "--out", str(run_dir))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    data = json.loads((run_dir / "generate" / "alpaca_data.json").read_text())
+    assert len(data) == 6 and all(set(r) == {"instruction", "input", "output"} for r in data)
+    assert (run_dir / "student" / "config.json").exists()
+    metrics = [json.loads(line) for line in (run_dir / "student" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "loss" in m][-1] == 3
+    student = json.loads((run_dir / "answers" / "student.json").read_text())
+    teacher_answers = json.loads((run_dir / "answers" / "teacher.json").read_text())
+    base = json.loads((run_dir / "answers" / "base.json").read_text())
+    assert len(student) == len(teacher_answers) == 4 and len(base) == 2
+    assert {r["generator"] for r in student} == {"student"}
+    assert all(r["output"] == "A short and helpful answer." for r in teacher_answers)
+    annotations = json.loads((run_dir / "judge" / "annotations.json").read_text())
+    assert len(annotations) == 4
+    # the judge always says "A": with both orders every non-identical pair is a tie
+    assert all(a["preference"] == 1.5 for a in annotations)
+    tally = json.loads((run_dir / "tally.json").read_text())
+    assert tally["ties"] == 4 and tally["wins"] == 0 and tally["losses"] == 0
+    assert (run_dir / "report.html").exists()
+    assert "[teacher]" in (run_dir / "run.toml").read_text()
+
+    before = teacher.count()
+    again = run_cli("run", str(config), "--out", str(run_dir))
+    assert again.returncode == 0, again.stderr
+    assert teacher.count() == before
+    assert again.stdout.count("up to date, skipped") == 5  # generate, train, answer, judge, tally
+
+    changed = write_config(tmp_path, teacher, tiny_base_model_dir, **{"max_steps = 3": "max_steps = 2"})
+    redo = run_cli("run", str(changed), "--out", str(run_dir))
+    assert redo.returncode == 0, redo.stderr
+    assert "generate: up to date, skipped" in redo.stdout
+    assert "train: up to date" not in redo.stdout and "answer: up to date" not in redo.stdout
+    metrics = [json.loads(line) for line in (run_dir / "student" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics if "loss" in m][-1] == 2
+
+    forced = run_cli("run", str(changed), "--out", str(run_dir), "--from", "judge")
+    assert forced.returncode == 0, forced.stderr
+    assert "answer: up to date, skipped" in forced.stdout and "judge: up to date" not in forced.stdout
+
+
+@pytest.mark.parametrize("edit,message", [
+    ({"[judge]": "[jugde]"}, "unknown section [jugde]"),
+    ({"max_steps = 3": "max_stepz = 3"}, "[train]: unknown key 'max_stepz'"),
+    ({"lr = 1e-3": "lr = \"fast\""}, "[train].lr must be a number"),
+    ({"num = 6": "num = 0"}, "[generate] num must be at least 1"),
+    ({"orders = 2": "orders = 3"}, "[judge] orders must be 1 or 2"),
+    ({'base = "hf:': 'base = "bundled:nope'}, "[train] base: unknown bundled model"),
+    ({"limit = 4": "limit = [4]"}, "[eval].limit must be an integer"),
+    ({"[eval]": "[eval\n"}, "invalid TOML"),
+])
+def test_bad_config_fails_before_anything_runs(tmp_path, teacher, tiny_base_model_dir, edit, message):
+    config = write_config(tmp_path, teacher, tiny_base_model_dir, **edit)
+    before = teacher.count()
+    result = run_cli("run", str(config), "--out", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "run").exists()
+    assert teacher.count() == before
+
+
+def test_unknown_from_stage(tmp_path, teacher, tiny_base_model_dir):
+    config = write_config(tmp_path, teacher, tiny_base_model_dir)
+    result = run_cli("run", str(config), "--out", str(tmp_path / "run"), "--from", "trian")
+    assert result.returncode == 2 and "unknown stage 'trian'" in result.stderr
+
+
+def test_shipped_configs_load():
+    from apprentice.pipeline.config import demo_config, load_config
+
+    demo = demo_config()
+    assert demo.teacher.model == "bundled:smollm2-135m-instruct" and demo.train.lora
+    for path in sorted((Path(__file__).parents[1] / "examples").glob("*.toml")):
+        assert load_config(path).train.base
