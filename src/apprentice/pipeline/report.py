@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import tomllib
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -104,7 +105,25 @@ def report_context(files: RunFiles) -> dict[str, Any]:
     }
     config = files.config.read_text(encoding="utf-8") if files.config.is_file() else None
     return {"run": files.root.resolve().name, "run_path": str(files.root.resolve()), "config": config,
+            "models": models_of(files.config, config) if config is not None else [],
             "created": datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"), **sections}
+
+
+def models_of(path: Path, text: str) -> list[tuple[str, str]]:
+    """(role, model spec) of the teacher, the student's base and the judge named in run.toml."""
+    try:
+        config = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not TOML ({exc})") from None
+    def setting(section: str, key: str) -> Any:
+        table = config.get(section)
+        return table.get(key) if isinstance(table, dict) else None
+
+    teacher = setting("teacher", "model")
+    judge = setting("judge", "model") or teacher
+    base = setting("train", "base")
+    roles = (("teacher", teacher), ("student, before training", base), ("judge", judge))
+    return [(role, str(spec)) for role, spec in roles if spec]
 
 
 def render(context: dict[str, Any]) -> str:
@@ -142,10 +161,10 @@ def data_section(files: RunFiles) -> dict[str, Any]:
     return {
         "ran": True, "kept": len(records), "rejected": len(rejected), "by_reason": by_reason,
         "acceptance": len(records) / (len(records) + len(rejected)) if records or rejected else None,
-        "counts_plot": plots.bars(counts, "records", [plots.WIN] + [plots.LOSS] * len(by_reason)),
+        "counts_plot": plots.bars(counts, "records", [plots.WIN] + [plots.LOSS] * len(by_reason), plots.HALF),
         "lengths": facts.describe_lengths(instructions),
         "lengths_plot": plots.histogram([("instructions", [facts.word_count(t) for t in instructions],
-                                          plots.STUDENT)], "instruction length (words)") if records else None,
+                                          plots.STUDENT)], "instruction length (words)", width=plots.HALF) if records else None,
         "verbs": verbs, "with_verb": with_verb,
         "verbs_plot": plots.bars(verbs, "instructions") if verbs else None,
         "sample": facts.sample([{k: facts.clip(r.get(k, "")) for k in store.ALPACA_FIELDS} for r in records],

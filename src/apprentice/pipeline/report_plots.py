@@ -17,13 +17,15 @@ from typing import Any
 
 STUDENT, TEACHER, BASE = "#2f6db5", "#d9822b", "#7a7a7a"
 WIN, TIE, LOSS = "#2f9e5b", "#b8b8b8", "#cf4a3c"
-_WIDTH, _HEIGHT, _DPI = 6.4, 2.6, 110  # inches, inches, dots per inch: about 700 x 290 pixels
+# sizes in inches at 110 dots per inch, so that a plot is shown at its own size: FULL spans the page, HALF one of
+# its two columns (scaled down, the labels would shrink below legibility)
+FULL, HALF, _HEIGHT, _DPI = 6.4, 4.4, 2.6, 110
 
 
-def _figure(height: float = _HEIGHT) -> tuple[Any, Any]:
+def _figure(height: float = _HEIGHT, width: float = FULL) -> tuple[Any, Any]:
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(_WIDTH, height), dpi=_DPI, layout="constrained")
+    figure = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
     axes = figure.add_subplot()
     axes.spines[["top", "right"]].set_visible(False)
     axes.tick_params(labelsize=8)
@@ -38,11 +40,12 @@ def _uri(figure: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def bars(counts: Sequence[tuple[str, int]], xlabel: str, colors: Sequence[str] | None = None) -> str:
+def bars(counts: Sequence[tuple[str, int]], xlabel: str, colors: Sequence[str] | None = None,
+         width: float = FULL) -> str:
     """Horizontal bars, first item on top, each labelled with its count."""
     labels = [label for label, _ in counts]
     values = [value for _, value in counts]
-    figure, axes = _figure(max(1.2, 0.28 * len(counts) + 0.7))
+    figure, axes = _figure(max(1.2, 0.28 * len(counts) + 0.7), width)
     positions = range(len(counts))
     drawn = axes.barh(positions, values, color=list(colors) if colors else STUDENT, height=0.7)
     axes.bar_label(drawn, fontsize=8, padding=2)
@@ -53,11 +56,12 @@ def bars(counts: Sequence[tuple[str, int]], xlabel: str, colors: Sequence[str] |
     return _uri(figure)
 
 
-def histogram(series: Sequence[tuple[str, Sequence[float], str]], xlabel: str, bins: int = 30) -> str:
+def histogram(series: Sequence[tuple[str, Sequence[float], str]], xlabel: str, bins: int = 30,
+              width: float = FULL) -> str:
     """Overlaid histograms on shared bins, one per (label, values, color); a legend when there are several."""
     import numpy as np
 
-    figure, axes = _figure()
+    figure, axes = _figure(width=width)
     everything = np.concatenate([np.asarray(values, dtype=float) for _, values, _ in series if len(values)])
     edges = np.histogram_bin_edges(everything, bins=min(bins, max(1, len(np.unique(everything)))))
     for label, values, color in series:
