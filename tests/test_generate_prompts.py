@@ -29,7 +29,7 @@ def test_alpaca_prompt_numbers_examples_and_ends_at_the_next_task():
     text = alpaca_prompt(EXAMPLES)
     assert "1. Instruction: Name a {fruit}.\n1. Input:\n<noinput>\n1. Output:\nApple.\n" in text
     assert "3. Input:\nGreat $5 pizza!\n" in text  # a dollar sign in a seed is data, not a placeholder
-    assert text.endswith("###\n4. Instruction:\n")
+    assert text.endswith("###\n4. Instruction:")
     # what a completion teacher writes after the prompt parses as task 4
     continuation = " Say hi.\n4. Input:\n<noinput>\n4. Output:\nHi!"
     assert parse_alpaca_tasks(continuation, 4, "stop") == [Task("Say hi.", "<noinput>", "Hi!")]
@@ -43,7 +43,7 @@ def test_bootstrap_prompt_lists_the_instructions_and_continues_the_numbering(cha
     if chat:
         assert "continues from 9" in text and "Write 8 new tasks" in text
     else:
-        assert text.endswith("Task 9:\n")
+        assert text.endswith("Task 9:")
     answer = "9. Write a limerick." if chat else " Write a limerick."
     assert parse_instruction_list(answer, 9, "stop", continued=not chat) == ["Write a limerick."]
 

@@ -31,10 +31,10 @@ def _options(
 
 
 def _register_commands() -> None:
-    from apprentice.commands import annotate, answer, dedup, judge, models, pipeline, report, train
+    from apprentice.commands import annotate, answer, dedup, generate, judge, models, pipeline, report, train
 
     for register in (models.register, judge.register, annotate.register, train.register, answer.register,
-                     pipeline.register, dedup.register, report.register):
+                     pipeline.register, dedup.register, report.register, generate.register):
         register(app)
 
 

@@ -18,10 +18,15 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 
 from apprentice.models.base import Completion, Model, Request
+
+# A feeder that finds only a few free slots waits this long for a burst of answers to free more, so that one stream
+# call (which may cost a new HTTP client) carries several requests; short, so a lone free slot barely idles.
+LINGER_S = 0.002
 
 
 class Dispatcher:
@@ -29,6 +34,7 @@ class Dispatcher:
         if concurrency < 1 or feeders < 1:
             raise ValueError("concurrency and feeders must be at least 1")
         self.concurrency = concurrency
+        self._fill_to = max(1, concurrency // 2)
         self._make_model = make_model
         self._waiting: deque[tuple[int, Request]] = deque()
         self._in_flight = 0
@@ -60,18 +66,26 @@ class Dispatcher:
             raise item
         return item
 
-    def close(self) -> None:
-        """Take no more requests; feeders stop after the answer they are waiting for (their threads are daemons,
-        so an answer that never comes does not keep the process alive)."""
+    def close(self, wait_s: float = 30.0) -> None:
+        """Take no more requests and wait up to `wait_s` for the feeders to stop: each stops at the next answer it
+        receives and cancels the rest of its stream. (Threads left running at interpreter exit can crash it.)"""
         with self._cond:
             self._closed = True
             self._waiting.clear()
             self._cond.notify_all()
+        deadline = time.monotonic() + wait_s
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def _take(self) -> list[tuple[int, Request]] | None:
         with self._cond:
             while not self._closed and not (self._waiting and self._in_flight < self.concurrency):
                 self._cond.wait()
+            # Let a burst of answers free more slots before paying for a stream call (a new HTTP client)
+            deadline = time.monotonic() + LINGER_S
+            while (not self._closed and self.concurrency - self._in_flight < min(len(self._waiting), self._fill_to)
+                   and (left := deadline - time.monotonic()) > 0):
+                self._cond.wait(left)
             if self._closed:
                 return None
             count = min(len(self._waiting), self.concurrency - self._in_flight)

@@ -46,7 +46,8 @@ def alpaca_prompt(examples: Sequence[tuple[str, str, str]]) -> str:
             f"###\n{number}. Instruction: {instruction.strip()}\n{number}. Input:\n{input_text.strip() or NO_INPUT}\n"
             f"{number}. Output:\n{output.strip()}\n"
         )
-    return load_prompt("alpaca").substitute(examples="".join(blocks), next=len(examples) + 1)
+    # the teacher continues right after the last marker, as Alpaca's prompt does
+    return load_prompt("alpaca").substitute(examples="".join(blocks), next=len(examples) + 1).rstrip()
 
 
 def bootstrap_prompt(instructions: Sequence[str], count: int, chat: bool) -> str:
@@ -56,7 +57,7 @@ def bootstrap_prompt(instructions: Sequence[str], count: int, chat: bool) -> str
         tasks = "\n".join(f"{n}. {_one_line(text)}" for n, text in enumerate(instructions, start=1))
         return load_prompt("bootstrap_chat").substitute(tasks=tasks, count=count, next=len(instructions) + 1)
     tasks = "\n".join(f"Task {n}: {_one_line(text)}" for n, text in enumerate(instructions, start=1))
-    return load_prompt("bootstrap_completion").substitute(tasks=tasks, next=len(instructions) + 1)
+    return load_prompt("bootstrap_completion").substitute(tasks=tasks, next=len(instructions) + 1).rstrip()
 
 
 def instance_prompt(

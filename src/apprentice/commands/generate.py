@@ -1,0 +1,86 @@
+"""`apprentice generate`: instruction data from a teacher model (self-instruct or Alpaca), filtered, deduplicated,
+resumable. The work is done by `apprentice.generate.run.generate`; this module only maps options to its config.
+
+    apprentice generate --teacher bundled:smollm2-135m-instruct --num 20 --out runs/x
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from apprentice.models.spec import SPEC_HELP
+
+console = Console()
+
+
+def generate(
+    teacher: str = typer.Option(..., "--teacher", "-t", help=f"The teacher model ({SPEC_HELP})."),
+    num: int = typer.Option(..., "--num", "-n", help="Records to keep; a rerun with a larger number goes on."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory; rerunning the same command resumes it."),
+    seeds: Path = typer.Option(None, "--seeds", help="Seed tasks, Self-Instruct JSONL (default: the shipped ones)."),
+    strategy: str = typer.Option(
+        None, "--strategy",
+        help="self-instruct (new instructions, then one request per example; works with small teachers) or alpaca "
+             "(one prompt lists 3 seed tasks, the teacher writes up to 16 more). Default: self-instruct for chat "
+             "teachers, alpaca for completion teachers."),
+    api: str = typer.Option(
+        None, "--api",
+        help="Talk to the teacher through chat messages or plain completion prompts. Default: chat for openai: "
+             "teachers, otherwise whether the model has a chat template."),
+    concurrency: int = typer.Option(8, "--concurrency", "-c", help="Requests in flight (local teachers: batch size)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the request plan; the same seed and answers give the same data."),
+    max_requests: int = typer.Option(
+        None, "--max-requests",
+        help="Stop after this many requests even short of --num (default: max(50, 10 x num)); a teacher whose "
+             "answers are all rejected cannot loop forever."),
+    price_in: float = typer.Option(0.0, "--price-in", help="USD per million prompt tokens, for the cost estimate."),
+    price_out: float = typer.Option(0.0, "--price-out", help="USD per million completion tokens."),
+    cache: Path = typer.Option(
+        None, "--cache", help="Response cache, SQLite (default: OUT/requests.sqlite); answered requests are free."),
+    threshold: float = typer.Option(
+        0.7, "--threshold", help="Drop an instruction whose ROUGE-L F against a seed or kept one is above this."),
+    min_words: int = typer.Option(4, "--min-words", help="Drop instructions with fewer words (Alpaca: 4)."),
+    max_words: int = typer.Option(150, "--max-words", help="Drop instructions with more words (Alpaca: 150)."),
+    loop_compression: float = typer.Option(
+        0.15, "--loop-compression",
+        help="Drop outputs (of 256+ characters) that zlib compresses below this ratio: repetition loops."),
+    echo_rouge: float = typer.Option(
+        None, "--echo-rouge",
+        help="Drop outputs whose ROUGE-L F with the input is above this (default off: editing tasks echo legitimately;"
+             " an output equal to its input is always dropped)."),
+) -> None:
+    """Generate instruction data (instruction, input, output) from a teacher, with filters and near-duplicate
+    removal, into OUT/data.jsonl (with metadata), OUT/alpaca_data.json, OUT/rejected.jsonl and OUT/stats.json."""
+    from apprentice.generate.config import GenerateConfig
+    from apprentice.generate.filters import FilterConfig
+    from apprentice.generate.run import generate as run_generate
+    from apprentice.generate.stats import summary_table
+
+    config = GenerateConfig(
+        teacher=teacher, out=out, num=num, seeds=seeds, strategy=strategy, api=api, seed=seed,
+        concurrency=concurrency, max_requests=max_requests, price_in=price_in, price_out=price_out, cache=cache,
+        threshold=threshold,
+        filters=FilterConfig(min_words=min_words, max_words=max_words, loop_max_compression=loop_compression,
+                             echo_rouge=echo_rouge),
+    )
+    result = run_generate(config, Console(stderr=True))
+    console.print(summary_table(result.stats))
+    if result.resumed_from:
+        how = "replayed from the response cache" if result.replayed else "continued with a fresh plan"
+        console.print(f"resumed: {result.resumed_from} records were already in {out / 'data.jsonl'} ({how})")
+    if result.status == "capped":
+        reasons = ", ".join(f"{reason} {count}" for reason, count in result.stats.rejected.most_common(3))
+        console.print(
+            f"[bold red]stopped:[/] {result.config.max_requests} requests (--max-requests) kept only "
+            f"{result.stats.kept} of {num} records; most rejections: {reasons or 'none'}. See "
+            f"{out / 'rejected.jsonl'}; raise --max-requests or try another teacher or strategy."
+        )
+        raise typer.Exit(1)
+    console.print(f"wrote {out / 'alpaca_data.json'} ({result.stats.kept} records)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate", no_args_is_help=True)(generate)

@@ -1,0 +1,125 @@
+"""The settings of `apprentice generate`, one field per command-line option, and how they are resolved and saved.
+
+`resolve` fills the defaults that depend on the teacher (chat or completion API, strategy) and on `num` (the request
+cap). The resolved settings are saved as `OUT/generate_config.json`; a rerun into the same OUT must agree on the
+settings that decide the requests (`PLAN_KEYS`), or it could not resume the same run. `num`, `concurrency`, prices
+and the request cap may change between invocations.
+
+    config = resolve(GenerateConfig(teacher="bundled:smollm2-135m-instruct", out=Path("runs/x"), num=20))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from apprentice.data import SEED_TASKS, shipped
+from apprentice.errors import UserError
+from apprentice.generate.filters import FilterConfig
+from apprentice.generate.loop import ALPACA, SELF_INSTRUCT, STRATEGIES, Plan
+from apprentice.models.spec import ModelSpec, local_model_dir, parse_spec
+
+CHAT, COMPLETION = "chat", "completion"
+# Settings that decide which requests a run sends: a resumed run must keep them.
+PLAN_KEYS = ("teacher_model", "seeds_sha256", "strategy", "api", "seed", "window", "threshold", "filters")
+
+
+@dataclass
+class GenerateConfig:
+    teacher: str  # model spec of the teacher
+    out: Path  # run directory
+    num: int = 100  # records to keep
+    seeds: Path | None = None  # seed tasks (Self-Instruct JSONL); None: the seed tasks shipped with apprentice
+    strategy: str | None = None  # alpaca | self-instruct; None: self-instruct for chat teachers, else alpaca
+    api: str | None = None  # chat | completion; None: chat for openai: specs, else whether the model has a chat template
+    seed: int = 0  # seeds every choice of the request plan, and is sent with every request
+    concurrency: int = 8  # requests in flight (HTTP) or generated together (local)
+    max_requests: int | None = None  # stop after this many requests; None: max(50, 10 * num)
+    price_in: float = 0.0  # USD per million prompt tokens, for the cost estimate
+    price_out: float = 0.0  # USD per million completion tokens
+    cache: Path | None = None  # response cache (SQLite); None: OUT/requests.sqlite
+    threshold: float = 0.7  # ROUGE-L F above this against a seed or kept instruction: near duplicate
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    window: int | None = None  # requests planned ahead of the oldest unanswered one; None: max(8, 2 * concurrency)
+
+
+def resolve(config: GenerateConfig) -> GenerateConfig:
+    """Check the values and fill the automatic defaults (loads nothing but the teacher's tokenizer files)."""
+    if config.num < 1:
+        raise UserError(f"--num must be at least 1, got {config.num}")
+    if config.concurrency < 1:
+        raise UserError(f"--concurrency must be at least 1, got {config.concurrency}")
+    if not 0.0 <= config.threshold <= 1.0:
+        raise UserError(f"--threshold must be between 0 and 1, got {config.threshold}")
+    if config.price_in < 0 or config.price_out < 0:
+        raise UserError("--price-in and --price-out must not be negative")
+    if config.strategy is not None and config.strategy not in STRATEGIES:
+        raise UserError(f"unknown --strategy {config.strategy!r}: choose {' or '.join(STRATEGIES)}")
+    if config.api is not None and config.api not in (CHAT, COMPLETION):
+        raise UserError(f"unknown --api {config.api!r}: choose chat or completion")
+    if config.max_requests is not None and config.max_requests < 1:
+        raise UserError(f"--max-requests must be at least 1, got {config.max_requests}")
+    spec = parse_spec(config.teacher)
+    api = config.api or (CHAT if teacher_has_chat_template(spec) else COMPLETION)
+    return replace(
+        config,
+        api=api,
+        strategy=config.strategy or (SELF_INSTRUCT if api == CHAT else ALPACA),
+        max_requests=config.max_requests or max(50, 10 * config.num),
+        cache=config.cache or config.out / "requests.sqlite",
+        window=config.window or max(8, 2 * config.concurrency),
+    )
+
+
+def teacher_has_chat_template(spec: ModelSpec) -> bool:
+    """OpenAI-compatible servers are asked through chat; a local model when its tokenizer has a chat template
+    (a hub id not downloaded yet is assumed to have one)."""
+    if spec.kind == "openai":
+        return True
+    path = Path(local_model_dir(spec))
+    if not path.is_dir():
+        return True
+    if (path / "chat_template.jinja").exists() or (path / "chat_template.json").exists():
+        return True
+    tokenizer_config = path / "tokenizer_config.json"
+    if tokenizer_config.exists():
+        return bool(json.loads(tokenizer_config.read_text(encoding="utf-8")).get("chat_template"))
+    return False
+
+
+def teacher_model(spec: ModelSpec) -> str:
+    """The teacher's identity for the response cache and for resuming: the model, not the URL it is served at."""
+    return f"openai:{spec.target}" if spec.kind == "openai" else str(spec)
+
+
+def seeds_sha256(path: Path | None) -> str:
+    return hashlib.sha256((shipped(SEED_TASKS) if path is None else path).read_bytes()).hexdigest()
+
+
+def plan_of(config: GenerateConfig) -> Plan:
+    return Plan(strategy=config.strategy, chat=config.api == CHAT, seed=config.seed, num=config.num,
+                max_requests=config.max_requests, window=config.window, threshold=config.threshold)
+
+
+def to_json(config: GenerateConfig) -> dict[str, Any]:
+    """The resolved settings as saved in generate_config.json (with the teacher's identity and the seeds' hash)."""
+    data = asdict(config)
+    for key in ("out", "seeds", "cache"):
+        data[key] = str(data[key]) if data[key] is not None else None
+    data["teacher_model"] = teacher_model(parse_spec(config.teacher))
+    data["seeds_sha256"] = seeds_sha256(config.seeds)
+    return data
+
+
+def check_resumable(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
+    """Refuse to continue a run whose request-deciding settings differ from this invocation's."""
+    for key in PLAN_KEYS:
+        if saved.get(key) != current.get(key):
+            option = {"teacher_model": "teacher", "seeds_sha256": "seeds file content"}.get(key, key)
+            raise UserError(
+                f"{out} holds a run made with a different {option} ({saved.get(key)!r}, now {current.get(key)!r}): "
+                "rerun with the same settings to resume it, or choose another --out"
+            )

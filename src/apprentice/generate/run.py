@@ -1,0 +1,191 @@
+"""Run `apprentice generate`: the I/O shell around the state machine in `loop.py`.
+
+It checks the inputs before touching OUT (a bad seed file writes nothing), loads the teacher behind the response
+cache (`RecordedModel`, `OUT/requests.sqlite` by default), keeps `concurrency` requests in flight, appends every
+kept and rejected record as it is committed, shows a live progress bar, and writes `alpaca_data.json` and
+`stats.json` at the end.
+
+Resuming: rerunning the same command replays the run from its first request. The plan is deterministic and the
+answers already received come back from the response cache, so the replay rebuilds exactly the state the killed
+run had (ROUGE index included) without paying again; records already in `data.jsonl` and `rejected.jsonl` are
+checked and skipped, not written twice, and the run goes on from there to `--num`. If the cache cannot replay the
+records (it was deleted, or the teacher changed its answers) the run continues from the records in `data.jsonl`
+instead, with a fresh plan: still no duplicates, but no longer the same set as an uninterrupted run.
+
+    from apprentice.generate.run import generate
+    result = generate(GenerateConfig(teacher="bundled:smollm2-135m-instruct", out=Path("runs/x"), num=20))
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from apprentice.errors import UserError
+from apprentice.generate import store
+from apprentice.generate.config import GenerateConfig, check_resumable, plan_of, resolve, teacher_model, to_json
+from apprentice.generate.dispatch import Dispatcher
+from apprentice.generate.loop import Generation, Outcome
+from apprentice.generate.seeds import SeedTask, load_seed_tasks
+from apprentice.generate.stats import RunStats
+from apprentice.models.base import Model
+from apprentice.models.record import RecordedModel, open_db
+from apprentice.models.spec import BackendOptions, load_model, parse_spec
+
+STATS_EVERY_S = 2.0  # stats.json is rewritten this often during a run
+_IDENTITY = ("instruction", "input", "output")
+
+
+@dataclass
+class RunResult:
+    status: str  # "done" (reached --num) or "capped" (stopped at --max-requests)
+    stats: RunStats
+    config: GenerateConfig
+    resumed_from: int  # records data.jsonl held before this invocation
+    replayed: bool  # False when the cache could not replay the earlier records and the run continued from them
+
+
+class _Diverged(Exception):
+    """The replay produced a record that differs from data.jsonl: the cache does not hold the earlier answers."""
+
+
+class _Sink:
+    """Writes committed outcomes: records the files already hold (from an earlier invocation) are compared and
+    skipped, the rest appended; the record counters in `stats` follow what the files hold."""
+
+    def __init__(self, out: Path, replay_kept: list[dict], skip_rejected: int, stats: RunStats):
+        self.replay_kept = replay_kept
+        self.skip_rejected = skip_rejected
+        self.stats = stats
+        self.seen_kept = 0
+        self.seen_rejected = 0
+        self.data = store.AppendLog(out / store.DATA)
+        self.rejected = store.AppendLog(out / store.REJECTED)
+
+    def write(self, outcome: Outcome) -> None:
+        for record in outcome.kept:
+            if self.seen_kept < len(self.replay_kept):
+                earlier = self.replay_kept[self.seen_kept]
+                if any(record[key] != earlier.get(key) for key in _IDENTITY):
+                    raise _Diverged(self.seen_kept)
+            else:
+                self.data.append(record)
+                self.stats.kept += 1
+            self.seen_kept += 1
+        for record in outcome.rejected:
+            if self.seen_rejected >= self.skip_rejected:
+                if self.seen_kept < len(self.replay_kept):  # the file ran out of rejections before records
+                    raise _Diverged(self.seen_kept)
+                self.rejected.append(record)
+                self.stats.rejected[record["reason"]] += 1
+            self.seen_rejected += 1
+
+    def close(self) -> None:
+        self.data.close()
+        self.rejected.close()
+
+
+@dataclass(frozen=True)
+class _Segment:
+    """The stretch of a run that one deterministic plan produced: it starts from the first `records` kept records
+    and `rejections` rejections of the files (0 and 0 for a new run), and can be replayed from the cache."""
+
+    records: int = 0
+    rejections: int = 0
+
+
+def generate(config: GenerateConfig, console: Console | None = None) -> RunResult:
+    """Generate until OUT/data.jsonl holds `config.num` records (or the request cap stops the run)."""
+    console = console or Console(stderr=True)
+    seeds = load_seed_tasks(config.seeds)  # a bad seed file stops here, before OUT exists
+    out = config.out
+    saved_path = out / store.CONFIG
+    saved = json.loads(saved_path.read_text(encoding="utf-8")) if saved_path.exists() else None
+    if saved is None and (out / store.DATA).exists():
+        raise UserError(f"{out} has {store.DATA} but no {store.CONFIG}: it is not a generate run; choose another --out")
+    if saved is not None:
+        config = replace(config, window=saved.get("window"))  # the plan's lookahead is fixed when a run starts
+    config = resolve(config)
+    current = json.loads(json.dumps(to_json(config)))
+    if saved is not None:
+        check_resumable(saved, current, out)
+
+    out.mkdir(parents=True, exist_ok=True)
+    existing = store.read_log(out / store.DATA)
+    rejected = store.read_log(out / store.REJECTED)
+    segment = _Segment(**saved.get("segment", {})) if saved else _Segment()
+    stats = RunStats(target=config.num, price_in=config.price_in, price_out=config.price_out,
+                     kept=len(existing), rejected=Counter(r.get("reason", "?") for r in rejected))
+    status, replayed = "done", True
+    if len(existing) < config.num and saved is not None and saved.get("num") != config.num:
+        # the plan looks at --num near its end, so a new target starts a new plan from the records there are
+        console.print(f"--num changed from {saved.get('num')} to {config.num}: continuing from the "
+                      f"{len(existing)} records with a new plan")
+        segment, replayed = _Segment(len(existing), len(rejected)), False
+    store.write_json_atomic(saved_path, {**current, "segment": asdict(segment)})
+    if len(existing) < config.num:
+        spec = parse_spec(config.teacher)
+        model = load_model(spec, BackendOptions(concurrency=config.concurrency, batch_size=config.concurrency))
+        try:
+            try:
+                status = _run(model, config, seeds, stats, existing, len(rejected), segment, console)
+            except _Diverged:
+                console.print(f"[yellow]the response cache does not replay the records in {store.DATA} (was it "
+                              f"deleted?); continuing from the {len(existing)} records with a new plan[/]")
+                segment, replayed = _Segment(len(existing), len(rejected)), False
+                store.write_json_atomic(saved_path, {**current, "segment": asdict(segment)})
+                status = _run(model, config, seeds, stats, existing, len(rejected), segment, console)
+        finally:
+            model.close()
+    _finish(out, stats)
+    return RunResult(status, stats, config, len(existing), replayed)
+
+
+def _run(model: Model, config: GenerateConfig, seeds: list[SeedTask], stats: RunStats, existing: list[dict],
+         rejected_count: int, segment: _Segment, console: Console) -> str:
+    """Replay the segment's plan (skipping what the files hold) and go on until done or capped; returns which."""
+    spec = parse_spec(config.teacher)
+    base = existing[: segment.records]
+    state = Generation(plan_of(config), seeds, config.filters, teacher=config.teacher,
+                       preloaded=[r["instruction"] for r in base],
+                       salt=f"segment-{segment.records}" if segment.records else "")
+    sink = _Sink(config.out, existing[segment.records:], rejected_count - segment.rejections, stats)
+    open_db(config.cache).close()  # create the schema once, before the feeders open it side by side
+    feeders = 1 if spec.is_local else config.concurrency  # local models batch; HTTP refills slots one by one
+    dispatcher = Dispatcher(lambda: RecordedModel(model, config.cache, teacher_model(spec)),
+                            config.concurrency, feeders)
+    columns = (TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn())
+    last_stats = time.monotonic()
+    ended = False
+    try:
+        with Progress(*columns, console=console) as progress:
+            bar = progress.add_task("generate", total=config.num, completed=stats.kept, info=stats.progress_text())
+            dispatcher.submit((job.id, job.request) for job in state.new_jobs())
+            while not state.finished:
+                answer = dispatcher.get(timeout=1.0)
+                if answer is not None:
+                    stats.add_answer(answer[1])
+                    for outcome in state.receive(*answer):
+                        sink.write(outcome)
+                    dispatcher.submit((job.id, job.request) for job in state.new_jobs())
+                progress.update(bar, completed=min(stats.kept, config.num), info=stats.progress_text())
+                if time.monotonic() - last_stats > STATS_EVERY_S:
+                    store.write_json_atomic(config.out / store.STATS, stats.to_json())
+                    last_stats = time.monotonic()
+        ended = True
+    finally:
+        dispatcher.close(wait_s=30.0 if ended else 2.0)  # on errors and Ctrl-C, do not wait for slow answers
+        sink.close()
+    return "done" if state.done else "capped"
+
+
+def _finish(out: Path, stats: RunStats) -> None:
+    store.write_json_atomic(out / store.ALPACA_DATA, store.alpaca_records(store.read_log(out / store.DATA)))
+    store.write_json_atomic(out / store.STATS, stats.to_json())

@@ -1,0 +1,355 @@
+"""`apprentice generate` end to end against scripted OpenAI-compatible teachers on 127.0.0.1: the right records are
+kept, the right ones rejected with the right reasons and counted; resuming (after kill -9 too) reaches the same
+data; the request cap, bad seed files and changed settings stop the run cleanly."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from servers import Reply, ScriptedServer, chat_reply, completion_reply
+
+from apprentice.generate.config import GenerateConfig
+from apprentice.generate.filters import FilterConfig, check_instruction
+from apprentice.generate.run import generate
+
+SEED_INSTRUCTIONS = [
+    "Give three tips for keeping a houseplant alive.",
+    "Translate the sentence into Spanish.",
+    "Classify the sentiment of the review as positive or negative.",
+    "Write a limerick about a forgetful cat.",
+    "Explain what a prime number is to a child.",
+    "Suggest a name for a bakery that sells only bread.",
+    "Convert the temperature from Celsius to Fahrenheit.",
+    "Summarize the paragraph in one sentence.",
+]
+
+
+@pytest.fixture
+def seeds_file(tmp_path) -> Path:
+    path = tmp_path / "seeds.jsonl"
+    lines = [json.dumps({"id": f"s{i}", "name": f"seed_{i}", "instruction": text,
+                         "instances": [{"input": "" if i % 2 else "some input", "output": f"answer {i}"}],
+                         "is_classification": "Classify" in text})
+             for i, text in enumerate(SEED_INSTRUCTIONS)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _prompt(body: dict) -> str:
+    return body["messages"][-1]["content"] if "messages" in body else body["prompt"]
+
+
+def _instruction_of(prompt: str) -> str:
+    return prompt.rstrip().rsplit("Task: ", 1)[1].split("\n")[0].strip()
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+# ---- known texts: every kind of answer, each kept or rejected with its reason --------------------------------------
+
+GOOD = "Describe how a bicycle gear system makes climbing hills easier."
+BOOTSTRAP_ANSWER = "\n".join([
+    "Sure! Here are eight new tasks:",
+    f"9. {SEED_INSTRUCTIONS[0]}",  # a seed again: near duplicate
+    "10. Draw a picture of a sunset over the ocean.",  # blacklisted word
+    "11. Say hi.",  # too short
+    "12. Summarize the story of a famous novel in three sentences.",  # instance answer is malformed
+    "13. Summarize the story of a famous novel in three short sentences.",  # near duplicate of 12 (proposed)
+    "14. List five countries in South America with their capitals.",  # instance answer cut by the length limit
+    "15. Explain why the moon shows phases during the month.",  # instance answer has an empty output
+    f"16. {GOOD}",
+    "I hope these help!",
+])
+INSTANCE_ANSWERS = {
+    "Summarize the story of a famous novel in three sentences.": chat_reply("I am not sure what you mean."),
+    "List five countries in South America with their capitals.": chat_reply(
+        "Input: <noinput>\nOutput: 1. Brazil - Brasília\n2. Argentina - Bu", finish_reason="length"),
+    "Explain why the moon shows phases during the month.": chat_reply("Input: <noinput>\nOutput:"),
+    GOOD: chat_reply("**Input:** <noinput>\n**Output:** Lower gears turn the wheel less per pedal stroke, so each "
+                     "stroke needs less force on a steep slope."),
+}
+
+
+def known_teacher(path: str, body: dict) -> Reply:
+    prompt = _prompt(body)
+    if "numbered list" in prompt:
+        return chat_reply(BOOTSTRAP_ANSWER)
+    return INSTANCE_ANSWERS[_instruction_of(prompt)]
+
+
+def test_self_instruct_keeps_and_rejects_known_answers_with_their_reasons(tmp_path, seeds_file):
+    out = tmp_path / "run"
+    with ScriptedServer(known_teacher) as server:
+        result = generate(GenerateConfig(teacher=f"openai:scripted@{server.url}", out=out, num=1, seeds=seeds_file,
+                                         concurrency=4, price_in=1.0, price_out=2.0))
+        assert server.count("/chat/completions") == 5  # one bootstrap, four instance requests
+
+    assert result.status == "done"
+    [record] = _lines(out / "data.jsonl")
+    assert (record["instruction"], record["input"]) == (GOOD, "")
+    assert record["output"].startswith("Lower gears turn the wheel")
+    assert record["teacher"] == f"openai:scripted@{server.url}" and record["strategy"] == "self-instruct"
+    assert len(record["seed_ids"]) == 8 and set(record["seed_ids"]) <= {f"s{i}" for i in range(8)}
+    assert len(record["request_id"]) == 64 and record["parent_job"] == 0
+    assert record["most_similar"] in SEED_INSTRUCTIONS and 0 <= record["most_similar_score"] <= 0.7
+
+    rejected = _lines(out / "rejected.jsonl")
+    by_reason = {(r["reason"], r["instruction"]) for r in rejected}
+    config = FilterConfig()
+    assert by_reason == {
+        ("near_duplicate", SEED_INSTRUCTIONS[0]),
+        (check_instruction("Draw a picture of a sunset over the ocean.", config),
+         "Draw a picture of a sunset over the ocean."),
+        (check_instruction("Say hi.", config), "Say hi."),
+        ("near_duplicate", "Summarize the story of a famous novel in three short sentences."),
+        ("unparseable", "Summarize the story of a famous novel in three sentences."),
+        ("truncated", "List five countries in South America with their capitals."),
+        ("empty_output", "Explain why the moon shows phases during the month."),
+    }
+    duplicate = next(r for r in rejected if r["instruction"] == SEED_INSTRUCTIONS[0])
+    assert duplicate["most_similar"] == SEED_INSTRUCTIONS[0] and duplicate["most_similar_score"] == 1.0
+    unparseable = next(r for r in rejected if r["reason"] == "unparseable")
+    assert unparseable["raw"] == "I am not sure what you mean." and unparseable["stage"] == "example"
+
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["kept"] == 1 and stats["rejected"] == 7
+    assert stats["rejected_by_reason"] == {"blacklisted_word": 1, "empty_output": 1, "near_duplicate": 2,
+                                           "too_short": 1, "truncated": 1, "unparseable": 1}
+    assert stats["requests"] == {"answered": 5, "cached": 0, "paid": 5}
+    assert stats["tokens"]["prompt"] == 25 and stats["tokens"]["completion"] == 35
+    assert stats["cost_usd"] == pytest.approx((25 * 1.0 + 35 * 2.0) / 1e6)
+    assert json.loads((out / "alpaca_data.json").read_text()) == [
+        {"instruction": GOOD, "input": "", "output": record["output"]}]
+    saved = json.loads((out / "generate_config.json").read_text())
+    assert saved["strategy"] == "self-instruct" and saved["api"] == "chat" and saved["num"] == 1
+
+    # the same command again: already done, nothing asked, nothing written twice
+    with ScriptedServer(known_teacher) as server:
+        again = generate(GenerateConfig(teacher=f"openai:scripted@{server.url}", out=out, num=1, seeds=seeds_file))
+        assert server.count() == 0
+    assert again.status == "done" and len(_lines(out / "data.jsonl")) == 1 and len(_lines(out / "rejected.jsonl")) == 7
+
+
+# ---- the Alpaca strategy against a completion endpoint --------------------------------------------------------------
+
+ALPACA_ANSWER = (
+    " Name three primary colors.\n4. Input:\n<noinput>\n4. Output:\nRed, blue and yellow.\n###\n"
+    "5. Instruction: Rewrite the sentence in the passive voice.\n5. Input:\nThe dog chased the ball.\n5. Output:\n"
+    "The ball was chased by the dog.\n###\n"
+    "6. Instruction: Write a program that sorts a list of numbers.\n6. Input:\n<noinput>\n6. Output:\nsorted(x)\n###\n"
+    f"7. Instruction: {SEED_INSTRUCTIONS[1]}\n7. Input:\nHello friend.\n7. Output:\nHola amigo.\n###\n"
+    "8. Instruction: Give an antonym for the word.\n9. Input:\nhappy\n9. Output:\nsad\n###\n"
+    "10. Instruction: Name the three primary colors.\n10. Input:\n<noinput>\n10. Output:\nRed, blue, yellow.\n###\n"
+    "11. Instruction: Describe the smell of rain on dry earth.\n11. Input:\n<noinput>\n11. Output:\nEarthy and"
+)
+
+
+def test_alpaca_strategy_parses_numbered_tasks_and_drops_only_the_cut_off_one(tmp_path, seeds_file):
+    def teacher(path, body):
+        assert path.endswith("/completions") and body["prompt"].endswith("###\n4. Instruction:")
+        assert body["temperature"] == 1.0 and body["max_tokens"] == 3072 and "20." in body["stop"]
+        return completion_reply(ALPACA_ANSWER, finish_reason="length")
+
+    out = tmp_path / "run"
+    with ScriptedServer(teacher) as server:
+        result = generate(GenerateConfig(teacher=f"openai:scripted@{server.url}", out=out, num=2, seeds=seeds_file,
+                                         api="completion", max_requests=1))
+        assert server.count() == 1
+    assert result.status == "done"
+    kept = _lines(out / "data.jsonl")
+    assert [(r["instruction"], r["input"], r["output"]) for r in kept] == [
+        ("Name three primary colors.", "", "Red, blue and yellow."),
+        ("Rewrite the sentence in the passive voice.", "The dog chased the ball.", "The ball was chased by the dog."),
+    ]
+    assert all(r["strategy"] == "alpaca" and len(r["seed_ids"]) == 3 for r in kept)
+    # the target was reached inside the answer: the rest of it is neither kept nor rejected
+    assert _lines(out / "rejected.jsonl") == []
+
+
+def test_alpaca_rejections_with_a_larger_target(tmp_path, seeds_file):
+    with ScriptedServer(lambda p, b: completion_reply(ALPACA_ANSWER, finish_reason="length")) as server:
+        result = generate(GenerateConfig(teacher=f"openai:scripted@{server.url}", out=tmp_path / "run", num=3,
+                                         seeds=seeds_file, api="completion", concurrency=1, max_requests=2))
+    assert result.status == "capped"
+    rejected = [(r["reason"], r["instruction"]) for r in _lines(tmp_path / "run" / "rejected.jsonl")]
+    first = rejected[:5]  # the first answer's rejections; the second answer repeats the first and is all duplicates
+    assert first == [
+        ("write_a_program", "Write a program that sorts a list of numbers."),
+        ("near_duplicate", SEED_INSTRUCTIONS[1]),
+        ("unparseable", ""),  # item 8 has its input and output numbered 9
+        ("near_duplicate", "Name the three primary colors."),
+        ("truncated", ""),
+    ]
+    assert [reason for reason, _ in rejected[5:]] == ["near_duplicate", "near_duplicate", "write_a_program",
+                                                      "near_duplicate", "unparseable", "near_duplicate", "truncated"]
+
+
+# ---- a garbage teacher stops at the request cap, with a clear message -----------------------------------------------
+
+def test_garbage_teacher_stops_at_the_request_cap(tmp_path, seeds_file):
+    out = tmp_path / "run"
+    with ScriptedServer(lambda p, b: chat_reply("blah " * 20)) as server:
+        proc = subprocess.run(
+            [sys.executable, "-m", "apprentice", "generate", "--teacher", f"openai:scripted@{server.url}",
+             "--num", "3", "--out", str(out), "--seeds", str(seeds_file), "--max-requests", "7"],
+            capture_output=True, text=True, timeout=120)
+        assert server.count() == 7
+    assert proc.returncode == 1
+    assert "stopped:" in proc.stdout and "7 requests (--max-requests)" in proc.stdout and "unparseable 7" in proc.stdout
+    assert _lines(out / "data.jsonl") == [] and len(_lines(out / "rejected.jsonl")) == 7
+    assert json.loads((out / "alpaca_data.json").read_text()) == []
+
+
+# ---- resume: kill -9 in the middle, rerun, same data as an uninterrupted run -----------------------------------------
+
+WORDS = ("amber basil cedar delta ember fjord garnet harbor indigo juniper kettle lantern meadow nectar orchid pebble "
+         "quartz raven saffron thistle umber velvet willow yarrow zephyr").split()
+
+
+def varied_teacher(delay: float, variant: str = ""):
+    """Deterministic answers (a function of the prompt and `variant`), different for every prompt, with some
+    rejects mixed in."""
+
+    def handle(path, body):
+        prompt = _prompt(body)
+        rng = random.Random(prompt + variant)
+        if "numbered list" in prompt:
+            items = [f"{n}. Describe the {' '.join(rng.sample(WORDS, 6))} in detail." for n in range(9, 17)]
+            items[rng.randrange(8)] = f"{9 + rng.randrange(8)}. Hi there."  # too short
+            text = "\n".join(items)
+        elif rng.random() < 0.2:
+            text = "no idea"  # unparseable
+        else:
+            text = f"Input: <noinput>\nOutput: {' '.join(rng.choices(WORDS, k=12)).capitalize()}."
+        reply = chat_reply(text)
+        reply.delay = delay
+        return reply
+
+    return handle
+
+
+def _cli(url: str, out: Path, seeds: Path, num: int, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "apprentice", "generate", "--teacher", f"openai:scripted@{url}", "--num",
+            str(num), "--out", str(out), "--seeds", str(seeds), "--concurrency", "4", *extra]
+
+
+def _data(out: Path) -> list[tuple]:
+    return [(r["instruction"], r["input"], r["output"]) for r in _lines(out / "data.jsonl")]
+
+
+def test_kill_9_then_rerun_reaches_the_same_data_as_an_uninterrupted_run(tmp_path, seeds_file):
+    num = 30
+    with ScriptedServer(varied_teacher(delay=0.03)) as server:
+        whole = tmp_path / "whole"
+        subprocess.run(_cli(server.url, whole, seeds_file, num), check=True, capture_output=True, timeout=120)
+
+        killed = tmp_path / "killed"
+        proc = subprocess.Popen(_cli(server.url, killed, seeds_file, num), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while len(_lines(killed / "data.jsonl")) < 8 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        before = _data(killed)
+        assert 8 <= len(before) < num, "the kill came too late to test a resume"
+        paid_before = server.count()
+
+        rerun = subprocess.run(_cli(server.url, killed, seeds_file, num), capture_output=True, text=True,
+                               timeout=120)
+        assert rerun.returncode == 0, rerun.stderr
+        assert "resumed:" in rerun.stdout and "replayed from the response cache" in rerun.stdout
+
+    after = _data(killed)
+    assert after[: len(before)] == before  # nothing accepted before the kill was lost or rewritten
+    assert after == _data(whole) and len(after) == num
+    assert len({instruction for instruction, _, _ in after}) == num  # no duplicates
+    stats = json.loads((killed / "stats.json").read_text())
+    assert stats["requests"]["cached"] >= len(before)  # the replay did not pay again for what it had
+    assert stats["requests"]["paid"] <= server.count() - paid_before
+    assert _lines(killed / "rejected.jsonl") == _lines(whole / "rejected.jsonl")
+    assert json.loads((killed / "stats.json").read_text())["rejected_by_reason"] == \
+        json.loads((whole / "stats.json").read_text())["rejected_by_reason"]
+
+
+def test_rerun_with_a_larger_num_goes_on_and_a_lost_cache_continues_from_the_records(tmp_path, seeds_file):
+    out = tmp_path / "run"
+    with ScriptedServer(varied_teacher(delay=0)) as server:
+        teacher = f"openai:scripted@{server.url}"
+        generate(GenerateConfig(teacher=teacher, out=out, num=5, seeds=seeds_file, concurrency=2))
+        first = _data(out)
+        more = generate(GenerateConfig(teacher=teacher, out=out, num=9, seeds=seeds_file, concurrency=2))
+        nine = _data(out)
+        assert more.resumed_from == 5 and nine[:5] == first and len(nine) == 9
+
+        (out / "requests.sqlite").unlink()
+        for suffix in ("-wal", "-shm"):
+            Path(f"{out / 'requests.sqlite'}{suffix}").unlink(missing_ok=True)
+        # without the cache a teacher that now answers differently cannot replay the records: the run continues
+        # from them with a fresh plan
+        server.handler = varied_teacher(delay=0, variant="v2")
+        last = generate(GenerateConfig(teacher=teacher, out=out, num=12, seeds=seeds_file, concurrency=2))
+    assert not last.replayed and last.status == "done"
+    data = _data(out)
+    assert len(data) == 12 and data[:9] == nine
+    assert len({instruction for instruction, _, _ in data}) == 12
+
+
+# ---- bad input: one line naming the file and line, exit code 2, nothing written -------------------------------------
+
+BAD_SEEDS = [
+    ("invalid JSON", '{"id": "a", "instruction": "x", "instances": [], "is_classification": false}\n{oops\n', ":2:"),
+    ("missing field", '{"id": "a", "name": "a", "instances": [{"input": "", "output": "y"}], '
+                      '"is_classification": false}\n', ":1:"),
+    ("empty file", "", "no seed tasks"),
+]
+
+
+@pytest.mark.parametrize("name, text, expected", BAD_SEEDS, ids=[c[0] for c in BAD_SEEDS])
+def test_bad_seed_file_is_one_line_exit_2_and_nothing_written(tmp_path, name, text, expected):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(text)
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "apprentice", "generate", "--teacher", "openai:x@http://127.0.0.1:9/v1", "--num", "3",
+         "--out", str(out), "--seeds", str(seeds)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(seeds) in lines[0] and expected in lines[0] and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_non_utf8_and_duplicate_ids_name_the_line(tmp_path):
+    good = json.dumps({"id": "a", "name": "a", "instruction": "Say something kind.",
+                       "instances": [{"input": "", "output": "You matter."}], "is_classification": False})
+    cases = {"latin1.jsonl": (good + "\n").encode() + b'{"id": "caf\xe9"}\n',
+             "dupes.jsonl": (good + "\n" + good + "\n").encode()}
+    for name, data in cases.items():
+        seeds = tmp_path / name
+        seeds.write_bytes(data)
+        out = tmp_path / f"run-{name}"
+        proc = subprocess.run(
+            [sys.executable, "-m", "apprentice", "generate", "--teacher", "openai:x@http://127.0.0.1:9/v1", "--num",
+             "3", "--out", str(out), "--seeds", str(seeds)], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and f"{seeds}:2" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+        assert not out.exists()
+
+
+def test_resuming_with_different_settings_is_refused(tmp_path, seeds_file):
+    out = tmp_path / "run"
+    with ScriptedServer(varied_teacher(delay=0)) as server:
+        teacher = f"openai:scripted@{server.url}"
+        generate(GenerateConfig(teacher=teacher, out=out, num=2, seeds=seeds_file))
+        proc = subprocess.run(
+            [sys.executable, "-m", "apprentice", "generate", "--teacher", teacher, "--num", "4", "--out", str(out),
+             "--seeds", str(seeds_file), "--seed", "7"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "different seed" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert len(_lines(out / "data.jsonl")) == 2
