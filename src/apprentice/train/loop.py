@@ -19,6 +19,7 @@ import math
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -99,10 +100,21 @@ def check_config(config: TrainConfig) -> None:
         raise UserError(f"{out} is not empty: pass --resume to continue its run, or choose a new --out")
 
 
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Multiplier of the peak learning rate at `step`: linear warmup from 0, then cosine decay to 0 at `total`
+    (the schedule of HF's Trainer with lr_scheduler_type="cosine", which Stanford used)."""
+    if step < warmup:
+        return step / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
 def _load_model(path: str, config: TrainConfig):
     import torch
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one progress bar (ours) is enough, and N processes would each draw theirs
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     except (OSError, ValueError) as exc:
@@ -156,8 +168,11 @@ def describe_counts(counts: TokenCounts, plan: BatchPlan, total_steps: int) -> s
     )
 
 
-def train(config: TrainConfig, console: Console | None = None) -> dict[str, Any]:
-    """Run (or resume) a training run; returns the manifest written to OUT/apprentice.json."""
+def train(config: TrainConfig, console: Console | None = None, stop_after: int | None = None) -> dict[str, Any] | None:
+    """Run (or resume) a training run; returns the manifest written to OUT/apprentice.json.
+
+    `stop_after` ends the run after that step without exporting the model, as a job killed by a time limit would
+    (checkpoints written so far stay for `resume`); it returns None then."""
     check_config(config)
     spec = parse_spec(config.base)
     if not spec.is_local:
@@ -175,10 +190,11 @@ def train(config: TrainConfig, console: Console | None = None) -> dict[str, Any]
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from transformers import get_cosine_schedule_with_warmup
 
     use_bf16 = config.precision == "bf16" or (config.precision == "auto" and torch.cuda.is_available() and not config.cpu)
-    accelerator = Accelerator(cpu=config.cpu, mixed_precision="bf16" if use_bf16 else "no")
+    # accelerate only sets up multi-process CPU training (gloo) when told it runs on the CPU
+    on_cpu = config.cpu or not torch.cuda.is_available()
+    accelerator = Accelerator(cpu=on_cpu, mixed_precision="bf16" if use_bf16 else "no")
     console = console or Console(stderr=True)
     if config.merge and accelerator.distributed_type == "FSDP":
         raise UserError("--merge is not available under FSDP: train the adapter, then merge it in one process")
@@ -207,7 +223,8 @@ def train(config: TrainConfig, console: Console | None = None) -> dict[str, Any]
         weight_decay=config.weight_decay, fused=accelerator.device.type == "cuda",
     )
     loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
+    warmup = math.ceil(config.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, warmup=warmup, total=total_steps))
     accelerator.register_for_checkpointing(scheduler)
     accelerator.register_save_state_pre_hook(keep_trainable_weights)
 
@@ -273,6 +290,9 @@ def train(config: TrainConfig, console: Console | None = None) -> dict[str, Any]
             done = step + 1
             if done == total_steps or (config.save_every and done % config.save_every == 0):
                 save_checkpoint(accelerator, out, done, run_identity)
+            if stop_after is not None and done >= stop_after:
+                accelerator.end_training()
+                return None
 
     manifest = {
         "template": template.to_json(), "base": str(spec), "base_dir": model_dir,
