@@ -93,6 +93,8 @@ class ResponseLoss(nn.Module):
                 "needs its weight (do not make lm_head a LoRA target)"
             )
         self.softcap = getattr(lm.config, "final_logit_softcapping", None)
+        # FSDP's transformer auto-wrap reads the layer classes to shard from the root module it is given: this one
+        self._no_split_modules = getattr(lm, "_no_split_modules", None)
         self.chunk = chunk or chunk_size_for(head.weight.shape[0])
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor):
