@@ -115,8 +115,9 @@ def write_run(root: Path, parts: set[str] | frozenset[str] = frozenset(PARTS)) -
         _write_json(root / "generate" / "stats.json", stats.to_json())
     if "train" in parts:
         metrics = [{"step": step, "epoch": round(step / 4, 4), "loss": loss,
-                    "lr": 1e-3 * math.cos(math.pi * step / (2 * STEPS)), "grad_norm": 1.0, "tokens": 1000, "response_tokens": 400, "examples": 8,
-                    "tokens_per_s": 2000.0, "seconds": 0.5} for step, loss in enumerate(_losses(), start=1)]
+                    "lr": 1e-3 * math.cos(math.pi * step / (2 * STEPS)), "grad_norm": 1.0, "tokens": 1000,
+                    "response_tokens": 400, "examples": 8, "tokens_per_s": 2000.0, "seconds": 0.5}
+                   for step, loss in enumerate(_losses(), start=1)]
         _write_jsonl(root / "student" / "metrics.jsonl", metrics)
         config = TrainConfig(base="hf:/models/base", data=str(root / "generate" / "alpaca_data.json"),
                              out=str(root / "student"), lora=True, lr=1e-3, epochs=3, max_len=384, token_budget=4096)

@@ -56,7 +56,8 @@ def read_page(run: Path) -> str:
 def test_every_section_shows_the_runs_numbers(full_run):
     page = read_page(full_run)
     data = section_text(page, "data")
-    assert f"{len(INSTRUCTIONS)} instructions kept, {sum(REJECTED.values())} candidates rejected (68.6% accepted)" in data
+    kept, rejected = len(INSTRUCTIONS), sum(REJECTED.values())
+    assert f"{kept} instructions kept, {rejected} candidates rejected (68.6% accepted)" in data
     for reason, count in REJECTED.items():
         assert f"rejected: {reason} {count}" in data
     assert "requests (cached) 40 (4)" in data and "tokens in / out 12,000 / 3,400" in data
@@ -139,6 +140,18 @@ def test_a_training_run_in_progress_shows_its_log(tmp_path):
     assert "Training has not finished" in training and f"steps {STEPS}" in training
     assert "Settings appear when training finishes." in training
     assert (run / "student" / "metrics.jsonl").read_bytes() == before  # the report never edits a run's files
+
+
+def test_a_run_that_has_just_started(tmp_path):
+    run = tmp_path / "run"
+    (run / "generate").mkdir(parents=True)
+    (run / "generate" / "data.jsonl").write_text("")
+    (run / "student").mkdir()
+    (run / "student" / "metrics.jsonl").write_text('{"event": "started"}\n')  # not a step: no loss
+    page = read_page(build_report(run).parent)
+    assert "0 instructions kept, 0 candidates rejected." in section_text(page, "data")
+    training = section_text(page, "training")
+    assert "Training has not finished" in training and "steps" not in training.split("Settings")[0].lower()
 
 
 @pytest.mark.parametrize("file, content, message", [

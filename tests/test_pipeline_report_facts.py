@@ -43,19 +43,28 @@ def test_verb_counts_rank_by_count_then_name():
     assert top == [("list", 2), ("write", 2)] and with_verb == 5
 
 
-@pytest.mark.parametrize("ci, word, phrase", [
-    (None, "too few judgments", "no interval"),
-    ([0.52, 0.71], "better", "lies above 50%"),
-    ([0.20, 0.49], "worse", "lies below 50%"),
-    ([0.43, 0.58], "on par", "rules out a gap of more than 10 points"),
-    ([0.40, 0.60], "on par", "rules out"),
-    ([0.39, 0.58], "no detectable difference", "too wide"),
-    ([0.20, 0.70], "no detectable difference", "contains 50%"),
-    ([0.50, 0.80], "no detectable difference", "contains 50%"),
+@pytest.mark.parametrize("n, ci, word, phrase", [
+    (1, None, "too few judgments", "no interval"),
+    (10, [0.52, 0.71], "better", "is above 50%"),
+    (10, [0.20, 0.49], "worse", "is below 50%"),
+    (180, [0.43, 0.58], "on par", "rules out a gap of more than 10 points"),
+    (100, [0.40, 0.60], "on par", "rules out"),
+    (100, [0.39, 0.58], "no detectable difference", "too wide"),
+    (10, [0.20, 0.70], "no detectable difference", "contains 50%"),
+    (100, [0.50, 0.80], "no detectable difference", "contains 50%"),
+    (4, [0.50, 0.50], "no detectable difference", "4 judgments are too few to call the two on par"),
 ])
-def test_reading_follows_the_interval_not_the_point(ci, word, phrase):
-    got_word, sentence = reading({"n": 10, "win_rate": 0.9, "win_rate_ci": ci})
-    assert got_word == word and phrase in sentence
+def test_reading_follows_the_interval_not_the_point(n, ci, word, phrase):
+    got_word, sentence = reading({"n": n, "win_rate": 0.9, "win_rate_ci": ci})
+    assert got_word == word and phrase in sentence and "Caution" not in sentence
+
+
+@pytest.mark.parametrize("agreement, cautioned", [(None, False), (0.9, False), (0.5, False), (0.25, True)])
+def test_reading_warns_when_the_judge_contradicts_itself(agreement, cautioned):
+    _, sentence = reading({"n": 40, "win_rate_ci": [0.45, 0.55], "swap_agreement": agreement})
+    assert ("Caution" in sentence) is cautioned
+    if cautioned:
+        assert "for only 25% of the pairs" in sentence
 
 
 @pytest.mark.parametrize("annotation, css, words", [

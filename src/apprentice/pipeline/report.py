@@ -163,8 +163,8 @@ def data_section(files: RunFiles) -> dict[str, Any]:
         "acceptance": len(records) / (len(records) + len(rejected)) if records or rejected else None,
         "counts_plot": plots.bars(counts, "records", [plots.WIN] + [plots.LOSS] * len(by_reason), plots.HALF),
         "lengths": facts.describe_lengths(instructions),
-        "lengths_plot": plots.histogram([("instructions", [facts.word_count(t) for t in instructions],
-                                          plots.STUDENT)], "instruction length (words)", width=plots.HALF) if records else None,
+        "lengths_plot": plots.histogram([("instructions", [facts.word_count(t) for t in instructions], plots.STUDENT)],
+                                        "instruction length (words)", width=plots.HALF) if records else None,
         "verbs": verbs, "with_verb": with_verb,
         "verbs_plot": plots.bars(verbs, "instructions") if verbs else None,
         "sample": facts.sample([{k: facts.clip(r.get(k, "")) for k in store.ALPACA_FIELDS} for r in records],
@@ -178,7 +178,8 @@ def training_section(files: RunFiles) -> dict[str, Any]:
     manifest_path = files.student / MANIFEST
     if not metrics_path.is_file() and not manifest_path.is_file():
         return _not_run(files, metrics_path, "apprentice train")
-    logged = read_jsonl(metrics_path) if metrics_path.is_file() else []
+    # a line without a loss is not an optimizer step (room for other kinds of lines); a step needs numbers
+    logged = [(w, r) for w, r in read_jsonl(metrics_path) if "loss" in r] if metrics_path.is_file() else []
     for where, record in logged:
         for key in ("step", "loss"):
             if not isinstance(record.get(key), int | float) or isinstance(record.get(key), bool):

@@ -50,7 +50,9 @@ _CLAUSE = re.compile(r"^(?:given|using|based on|for|in|from|with|after|consideri
                      re.IGNORECASE)
 _FIRST_WORD = re.compile(r"[A-Za-z]+")
 
-ON_PAR_HALF_WIDTH = 0.10  # "on par": the whole 95% interval lies within 50% ± this
+ON_PAR_HALF_WIDTH = 0.10  # "on par": the whole 95% interval lies within 50% ± this...
+ON_PAR_MIN_JUDGED = 20  # ... over at least this many judgments: a few ties give a zero-width bootstrap interval
+LOW_SWAP_AGREEMENT = 0.5  # below this the judge's verdicts mostly follow the order the outputs were shown in
 
 
 def root_verb(instruction: str) -> str | None:
@@ -92,21 +94,34 @@ def sample(records: Sequence[Any], k: int, seed: int = 0) -> list[Any]:
 
 def reading(summary: dict[str, Any]) -> tuple[str, str]:
     """(a one- or few-word verdict, a sentence) for the student's win rate against the teacher, decided by the 95%
-    interval of the win rate and never by the point estimate alone."""
-    ci = summary.get("win_rate_ci")
+    interval of the win rate and never by the point estimate alone; with a warning when the judge mostly
+    contradicted itself across the two orders."""
+    ci, n = summary.get("win_rate_ci"), summary.get("n", 0)
     if not ci:
-        return "too few judgments", f"{summary.get('n', 0)} judged comparison(s) give no interval to read."
-    low, high = ci
-    span = f"{100 * low:.1f}% to {100 * high:.1f}%"
-    if low > 0.5:
-        return "better", f"The student beats the teacher: the whole 95% interval ({span}) lies above 50%."
-    if high < 0.5:
-        return "worse", f"The student loses to the teacher: the whole 95% interval ({span}) lies below 50%."
-    if 0.5 - ON_PAR_HALF_WIDTH <= low and high <= 0.5 + ON_PAR_HALF_WIDTH:
-        return "on par", (f"No detectable difference, and the 95% interval ({span}) rules out a gap of more than "
-                          f"{100 * ON_PAR_HALF_WIDTH:.0f} points either way.")
-    return "no detectable difference", (f"The 95% interval ({span}) contains 50%, but it is too wide to call the two "
-                                        f"on par: judge more prompts to narrow it.")
+        word, sentence = "too few judgments", f"{n} judged comparison(s) give no interval to read."
+    else:
+        low, high = ci
+        span = f"{100 * low:.1f}% to {100 * high:.1f}%"
+        if low > 0.5:
+            word, sentence = "better", f"The student beats the teacher: the whole 95% interval ({span}) is above 50%."
+        elif high < 0.5:
+            word, sentence = "worse", f"The student loses to the teacher: the whole 95% interval ({span}) is below 50%."
+        elif n < ON_PAR_MIN_JUDGED:
+            word, sentence = "no detectable difference", (
+                f"The 95% interval ({span}) contains 50%, but {n} judgments are too few to call the two on par: "
+                f"judge at least {ON_PAR_MIN_JUDGED} prompts.")
+        elif 0.5 - ON_PAR_HALF_WIDTH <= low and high <= 0.5 + ON_PAR_HALF_WIDTH:
+            word, sentence = "on par", (f"No detectable difference, and the 95% interval ({span}) rules out a gap of "
+                                        f"more than {100 * ON_PAR_HALF_WIDTH:.0f} points either way.")
+        else:
+            word, sentence = "no detectable difference", (
+                f"The 95% interval ({span}) contains 50%, but it is too wide to call the two on par: judge more "
+                f"prompts to narrow it.")
+    agreement = summary.get("swap_agreement")
+    if agreement is not None and agreement < LOW_SWAP_AGREEMENT:
+        sentence += (f" Caution: the judge gave the same verdict in both orders for only {100 * agreement:.0f}% of "
+                     f"the pairs, so its ties mostly reflect which answer it was shown first.")
+    return word, sentence
 
 
 def verdict(annotation: dict[str, Any], index: int) -> tuple[str, str]:

@@ -32,6 +32,13 @@ def _figure(height: float = _HEIGHT, width: float = FULL) -> tuple[Any, Any]:
     return figure, axes
 
 
+def _whole_numbers(axis: Any) -> None:
+    """Ticks at whole numbers only (counts and steps have no 0.5)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _uri(figure: Any) -> str:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -53,6 +60,7 @@ def bars(counts: Sequence[tuple[str, int]], xlabel: str, colors: Sequence[str] |
     axes.invert_yaxis()
     axes.set_xlabel(xlabel, fontsize=9)
     axes.margins(x=0.12)
+    _whole_numbers(axes.xaxis)
     return _uri(figure)
 
 
@@ -69,6 +77,7 @@ def histogram(series: Sequence[tuple[str, Sequence[float], str]], xlabel: str, b
                   edgecolor="white", linewidth=0.4)
     axes.set_xlabel(xlabel, fontsize=9)
     axes.set_ylabel("count", fontsize=9)
+    _whole_numbers(axes.yaxis)
     if len(series) > 1:
         axes.legend(fontsize=8, frameon=False)
     return _uri(figure)
@@ -79,6 +88,7 @@ def loss_curve(steps: Sequence[float], losses: Sequence[float], lrs: Sequence[fl
     figure, axes = _figure(2.8)
     axes.plot(steps, losses, color=STUDENT, linewidth=1.4, marker="o" if len(steps) < 30 else None, markersize=3)
     axes.set_xlabel("optimizer step", fontsize=9)
+    _whole_numbers(axes.xaxis)
     axes.set_ylabel("loss (response tokens)", fontsize=9, color=STUDENT)
     if any(lr is not None for lr in lrs):
         rate = axes.twinx()
@@ -108,5 +118,6 @@ def verdict_bar(wins: int, ties: int, losses: int, failed: int) -> str:
     axes.set_yticks([])
     axes.spines[["left"]].set_visible(False)
     axes.set_xlabel("judged instructions", fontsize=9)
+    _whole_numbers(axes.xaxis)
     axes.legend(fontsize=8, frameon=False, ncols=4, loc="lower center", bbox_to_anchor=(0.5, 1.0))
     return _uri(figure)
