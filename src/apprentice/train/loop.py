@@ -168,6 +168,86 @@ def describe_counts(counts: TokenCounts, plan: BatchPlan, total_steps: int) -> s
     )
 
 
+def make_accelerator(config: TrainConfig):
+    """The process group and device: one process, or one per GPU/CPU worker under torchrun / accelerate launch."""
+    import torch
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available() and not config.cpu
+    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and cuda)
+    # accelerate only sets up multi-process CPU training (gloo) when told it runs on the CPU
+    return Accelerator(cpu=not cuda, mixed_precision="bf16" if use_bf16 else "no")
+
+
+class Run:
+    """The model, optimizer and schedule of one training run over tokenised sequences; `step(n)` trains step n.
+
+    Every process builds the same plan; step n's global batch is `plan.batch(n)` and this process takes its share."""
+
+    def __init__(self, accelerator: Any, model: Any, sequences: list[tuple[list[int], list[int]]],
+                 config: TrainConfig, pad_id: int, total_steps: int | None = None):
+        import torch
+
+        from apprentice.train.loss import ResponseLoss, causal_lm_of
+
+        self.accelerator, self.config, self.sequences, self.pad_id = accelerator, config, sequences, pad_id
+        self.lengths = [len(ids) for ids, _ in sequences]
+        # response tokens each example contributes to the loss (position 0 has no prediction before it)
+        self.targets = [sum(1 for label in labels[1:] if label != IGNORE) for _, labels in sequences]
+        self.plan = BatchPlan.build(self.lengths, config.token_budget, config.seed, config.pad_multiple)
+        self.total_steps = total_steps or config.max_steps or config.epochs * self.plan.steps_per_epoch
+        loss_module = ResponseLoss(model)
+        if config.compile:
+            causal_lm_of(model).get_decoder().compile(dynamic=False)
+        optimizer = torch.optim.AdamW(
+            [p for p in loss_module.parameters() if p.requires_grad], lr=config.peak_lr,
+            weight_decay=config.weight_decay, fused=accelerator.device.type == "cuda",
+        )
+        self.loss_module, self.optimizer = accelerator.prepare(loss_module, optimizer)
+        warmup = math.ceil(config.warmup_ratio * self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, partial(lr_factor, warmup=warmup, total=self.total_steps))
+        accelerator.register_for_checkpointing(self.scheduler)
+        accelerator.register_save_state_pre_hook(keep_trainable_weights)
+
+    def step(self, step: int) -> dict[str, Any]:
+        """One optimizer step on global batch `step`; returns its metrics (the same on every process)."""
+        import torch
+
+        acc, config = self.accelerator, self.config
+        began = time.perf_counter()
+        batch = self.plan.batch(step)
+        global_targets = sum(self.targets[i] for i in batch)
+        mine = share(batch, acc.process_index, acc.num_processes)
+        # gradients are averaged over processes, so each scales its summed loss by N / (response tokens in batch)
+        weight = acc.num_processes / global_targets
+        if not mine:  # fewer examples than processes: join the collectives with a zero-weight example
+            mine, weight = [batch[0]], 0.0
+        micro_batches = pack(mine, self.lengths, config.micro_budget or config.token_budget, config.pad_multiple)
+        loss_sum = torch.zeros((), device=acc.device)
+        for k, micro in enumerate(micro_batches):
+            tensors = _collate([self.sequences[i] for i in micro], self.pad_id, config.pad_multiple, acc.device)
+            last = k == len(micro_batches) - 1
+            with nullcontext() if last else acc.no_sync(self.loss_module):  # sync gradients once per step
+                total, _count = self.loss_module(*tensors)
+                acc.backward(total * weight)
+            loss_sum += total.detach() * (weight > 0)
+        grad_norm = acc.clip_grad_norm_(self.loss_module.parameters(), config.grad_clip)
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = acc.reduce(loss_sum, reduction="sum").item() / global_targets
+        seconds = time.perf_counter() - began
+        tokens = sum(self.lengths[i] for i in batch)
+        return {
+            "step": step + 1, "epoch": round((step + 1) / self.plan.steps_per_epoch, 4), "loss": loss, "lr": lr,
+            "grad_norm": float(grad_norm), "tokens": tokens, "response_tokens": global_targets, "examples": len(batch),
+            "padded_tokens": len(batch) * padded(max(self.lengths[i] for i in batch), config.pad_multiple),
+            "tokens_per_s": round(tokens / seconds, 1), "seconds": round(seconds, 4),
+        }
+
+
 def train(config: TrainConfig, console: Console | None = None, stop_after: int | None = None) -> dict[str, Any] | None:
     """Run (or resume) a training run; returns the manifest written to OUT/apprentice.json.
 
@@ -181,58 +261,33 @@ def train(config: TrainConfig, console: Console | None = None, stop_after: int |
     from transformers import AutoTokenizer
 
     model_dir = local_model_dir(spec)
-    template_tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    template = resolve_template(config.template, template_tokenizer)
-    data = tokenize(examples, template, template_tokenizer, config.max_len)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    template = resolve_template(config.template, tokenizer)
+    data = tokenize(examples, template, tokenizer, config.max_len)
     if not data.sequences:
         raise UserError(f"{config.data}: every example's prompt fills --max-len {config.max_len}; nothing to train on")
 
-    import torch
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and torch.cuda.is_available() and not config.cpu)
-    # accelerate only sets up multi-process CPU training (gloo) when told it runs on the CPU
-    on_cpu = config.cpu or not torch.cuda.is_available()
-    accelerator = Accelerator(cpu=on_cpu, mixed_precision="bf16" if use_bf16 else "no")
-    console = console or Console(stderr=True)
+    accelerator = make_accelerator(config)
     if config.merge and accelerator.distributed_type == "FSDP":
         raise UserError("--merge is not available under FSDP: train the adapter, then merge it in one process")
+    console = console or Console(stderr=True)
     main = accelerator.is_main_process
-    rank, world = accelerator.process_index, accelerator.num_processes
     out = Path(config.out)
     metrics_path = out / "metrics.jsonl"
-
-    lengths = [len(ids) for ids, _ in data.sequences]
-    # response tokens each example contributes to the loss (position 0 has no prediction before it)
-    targets = [sum(1 for label in labels[1:] if label != IGNORE) for _, labels in data.sequences]
-    plan = BatchPlan.build(lengths, config.token_budget, config.seed, config.pad_multiple)
-    total_steps = config.max_steps or config.epochs * plan.steps_per_epoch
-    if main:
-        console.print(describe_counts(data.counts, plan, total_steps), highlight=False)
-
     set_seed(config.seed)
-    model = _load_model(model_dir, config)
-    from apprentice.train.loss import ResponseLoss, causal_lm_of
-
-    loss_module = ResponseLoss(model)
-    if config.compile:
-        causal_lm_of(model).get_decoder().compile(dynamic=False)
-    optimizer = torch.optim.AdamW(
-        [p for p in loss_module.parameters() if p.requires_grad], lr=config.peak_lr,
-        weight_decay=config.weight_decay, fused=accelerator.device.type == "cuda",
-    )
-    loss_module, optimizer = accelerator.prepare(loss_module, optimizer)
-    warmup = math.ceil(config.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, partial(lr_factor, warmup=warmup, total=total_steps))
-    accelerator.register_for_checkpointing(scheduler)
-    accelerator.register_save_state_pre_hook(keep_trainable_weights)
+    # padded positions are masked out of attention and loss, so any id works when the tokenizer has no pad token
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    run = Run(accelerator, _load_model(model_dir, config), data.sequences, config, pad_id)
+    if main:
+        console.print(describe_counts(data.counts, run.plan, run.total_steps), highlight=False)
 
     data_sha = file_sha256(config.data)
     run_identity = {
         "data_sha256": data_sha, "base": str(spec), "template": template.to_json(), "lora": config.lora,
         "max_len": config.max_len, "token_budget": config.token_budget, "seed": config.seed,
-        "total_steps": total_steps, "peak_lr": config.peak_lr, "pad_multiple": config.pad_multiple,
+        "total_steps": run.total_steps, "peak_lr": config.peak_lr, "pad_multiple": config.pad_multiple,
     }
     start = 0
     if config.resume:
@@ -246,49 +301,17 @@ def train(config: TrainConfig, console: Console | None = None, stop_after: int |
     if main:
         out.mkdir(parents=True, exist_ok=True)
 
-    micro_budget = config.micro_budget or config.token_budget
-    pad_id = template_tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = template_tokenizer.eos_token_id  # padded positions are masked, so any id works
-    loss_value = None
+    loss = None
     with _progress(console, main) as progress, (metrics_path.open("a") if main else nullcontext()) as log:
-        task = progress.add_task("train", total=total_steps, completed=start, loss="-", speed="-")
-        for step in range(start, total_steps):
-            began = time.perf_counter()
-            batch = plan.batch(step)
-            global_targets = sum(targets[i] for i in batch)
-            mine = share(batch, rank, world)
-            weight = world / global_targets
-            if not mine:  # fewer examples than processes: join the collective with a zero-weight example
-                mine, weight = [batch[0]], 0.0
-            micro_batches = pack(mine, lengths, micro_budget, config.pad_multiple)
-            loss_sum = torch.zeros((), device=accelerator.device)
-            for k, micro in enumerate(micro_batches):
-                tensors = _collate([data.sequences[i] for i in micro], pad_id, config.pad_multiple, accelerator.device)
-                sync = k == len(micro_batches) - 1
-                with nullcontext() if sync else accelerator.no_sync(loss_module):
-                    total, _count = loss_module(*tensors)
-                    accelerator.backward(total * weight)
-                loss_sum += total.detach() * (weight > 0)
-            grad_norm = accelerator.clip_grad_norm_(loss_module.parameters(), config.grad_clip)
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_value = accelerator.reduce(loss_sum, reduction="sum").item() / global_targets
-            seconds = time.perf_counter() - began
-            tokens = sum(lengths[i] for i in batch)
-            record = {
-                "step": step + 1, "epoch": round((step + 1) / plan.steps_per_epoch, 4), "loss": loss_value,
-                "lr": lr, "grad_norm": float(grad_norm), "tokens": tokens, "response_tokens": global_targets,
-                "examples": len(batch), "tokens_per_s": round(tokens / seconds, 1), "seconds": round(seconds, 4),
-            }
+        task = progress.add_task("train", total=run.total_steps, completed=start, loss="-", speed="-")
+        for step in range(start, run.total_steps):
+            record = run.step(step)
+            loss, done = record["loss"], record["step"]
             if main:
                 log.write(json.dumps(record) + "\n")
                 log.flush()
-            progress.update(task, advance=1, loss=f"{loss_value:.4f}", speed=f"{tokens / seconds:,.0f}")
-            done = step + 1
-            if done == total_steps or (config.save_every and done % config.save_every == 0):
+            progress.update(task, advance=1, loss=f"{loss:.4f}", speed=f"{record['tokens_per_s']:,.0f}")
+            if done == run.total_steps or (config.save_every and done % config.save_every == 0):
                 save_checkpoint(accelerator, out, done, run_identity)
             if stop_after is not None and done >= stop_after:
                 accelerator.end_training()
@@ -299,13 +322,13 @@ def train(config: TrainConfig, console: Console | None = None, stop_after: int |
         "data": str(config.data), "data_sha256": data_sha,
         "method": "lora" if config.lora else "full", "merged": config.merge,
         "hyperparameters": {**asdict(config), "peak_lr": config.peak_lr}, "token_counts": data.counts.to_json(),
-        "steps": total_steps, "world_size": world, "final_loss": loss_value,
+        "steps": run.total_steps, "world_size": accelerator.num_processes, "final_loss": loss,
     }
-    state_dict = accelerator.get_state_dict(loss_module)  # every process joins: FSDP gathers the shards here
+    state_dict = accelerator.get_state_dict(run.loss_module)  # every process joins: FSDP gathers the shards here
     if main:
-        unwrapped = accelerator.unwrap_model(loss_module)
+        unwrapped = accelerator.unwrap_model(run.loss_module)
         weights = {k.removeprefix("model."): v for k, v in state_dict.items()}
-        export_model(unwrapped.model, weights, template_tokenizer, out, manifest, config.merge)
+        export_model(unwrapped.model, weights, tokenizer, out, manifest, config.merge)
         console.print(f"saved {'LoRA adapter' if config.lora and not config.merge else 'model'} to {out}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
