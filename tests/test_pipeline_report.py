@@ -186,11 +186,11 @@ def test_cli_prints_the_path_and_rejects_a_directory_that_is_no_run(tmp_path):
     assert done.stdout.strip() == str(run / "report.html") and (run / "report.html").is_file()
 
     (tmp_path / "empty" / "notes").mkdir(parents=True)
-    for target in (tmp_path / "empty", tmp_path / "absent"):
+    empty, absent = tmp_path / "empty", tmp_path / "absent"
+    for target, message in ((empty, f"{empty} is not a run directory"), (absent, f"{absent}: no such directory")):
         done = run_cli(str(target))
         assert done.returncode == 2
-        assert len(done.stderr.strip().splitlines()) == 1 and str(target) in done.stderr
-    assert "is not a run directory" in run_cli(str(tmp_path / "empty")).stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and message in done.stderr
     assert not (tmp_path / "empty" / "report.html").exists()
 
 
@@ -221,3 +221,17 @@ def test_the_report_renders_in_chromium_without_errors(full_run):
             page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_alpaca_evals_own_annotations_read_as_published(tmp_path, shared_data):
+    """AlpacaEval's GPT-4 judgments of text-davinci-003 (output_1, here in the student's place) against Alpaca 7B:
+    the leaderboard's 205 Alpaca wins, 16 ties and 584 losses, seen from the other side."""
+    run = tmp_path / "run"
+    (run / "judge").mkdir(parents=True)
+    source = shared_data / "alpaca_eval" / "alpaca-7b_vs_text_davinci_003.alpaca_eval_gpt4.annotations.json"
+    (run / "judge" / "annotations.json").write_bytes(source.read_bytes())
+    page = read_page(build_report(run).parent)
+    comparison = section_text(page, "comparison")
+    assert "student wins / ties / losses 584 / 16 / 205" in comparison and "student win rate 73.5%" in comparison
+    assert "Better." in comparison and "not checked: no pair was judged in both orders" in comparison
+    assert "8 of 805 instructions" in section_text(page, "examples")

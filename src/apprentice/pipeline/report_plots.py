@@ -105,6 +105,7 @@ def loss_curve(steps: Sequence[float], losses: Sequence[float], lrs: Sequence[fl
 def verdict_bar(wins: int, ties: int, losses: int, failed: int) -> str:
     """One stacked bar of the student's wins, ties and losses (and failed judgments) with counts inside."""
     figure, axes = _figure(1.25)
+    total = wins + ties + losses + failed
     left = 0
     parts = [("student better", wins, WIN), ("tie", ties, TIE), ("teacher better", losses, LOSS),
              ("failed", failed, "#ffffff")]
@@ -112,7 +113,8 @@ def verdict_bar(wins: int, ties: int, losses: int, failed: int) -> str:
         if value:
             drawn = axes.barh([0], [value], left=left, color=color, edgecolor="#555555", linewidth=0.6,
                               label=f"{label} ({value})")
-            axes.bar_label(drawn, labels=[str(value)], label_type="center", fontsize=9)
+            if value >= 0.04 * total:  # a narrower segment has no room for its number (the legend has it)
+                axes.bar_label(drawn, labels=[str(value)], label_type="center", fontsize=9)
             left += value
     axes.set_xlim(0, max(left, 1))
     axes.set_yticks([])
