@@ -162,6 +162,8 @@ def test_run_end_to_end_then_skip_then_redo(tmp_path, teacher, tiny_base_model_d
     ({'base = "hf:': 'base = "bundled:nope'}, "[train] base: unknown bundled model"),
     ({"limit = 4": "limit = [4]"}, "[eval].limit must be an integer"),
     ({"[eval]": "[eval\n"}, "invalid TOML"),
+    ({"[train]": "[generate.filters]\nmax_words = \"many\"\n[train]"}, "[generate].filters.max_words must be an integer"),
+    ({"[train]": "[generate.filters]\nblacklist = \"map\"\n[train]"}, "[generate].filters.blacklist must be a list"),
 ])
 def test_bad_config_fails_before_anything_runs(tmp_path, teacher, tiny_base_model_dir, edit, message):
     config = write_config(tmp_path, teacher, tiny_base_model_dir, **edit)
@@ -171,6 +173,15 @@ def test_bad_config_fails_before_anything_runs(tmp_path, teacher, tiny_base_mode
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "run").exists()
     assert teacher.count() == before
+
+
+def test_config_sets_filter_thresholds(tmp_path, teacher, tiny_base_model_dir):
+    from apprentice.pipeline.config import load_config
+
+    config = write_config(tmp_path, teacher, tiny_base_model_dir,
+                          **{"[train]": "[generate.filters]\nmax_words = 60\nblacklist = [\"map\"]\n[train]"})
+    filters = load_config(config).generate.filters
+    assert filters.max_words == 60 and filters.blacklist == ("map",) and filters.min_words == 4
 
 
 def test_unknown_from_stage(tmp_path, teacher, tiny_base_model_dir):

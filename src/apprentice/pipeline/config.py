@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from apprentice.errors import UserError
+from apprentice.generate.filters import FilterConfig
 from apprentice.models.spec import parse_spec
 
 
@@ -43,6 +44,7 @@ class GenerateSection:
     price_in: float = 0.0  # USD per million prompt tokens
     price_out: float = 0.0  # USD per million completion tokens
     threshold: float = 0.7  # ROUGE-L near-duplicate threshold
+    filters: FilterConfig = field(default_factory=FilterConfig)  # [generate.filters]: thresholds of the filters
 
 
 @dataclass
@@ -122,6 +124,10 @@ def _coerce(value: Any, hint: Any, where: str, base_dir: Path) -> Any:
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         options = [a for a in args if a is not type(None)]
         return _coerce(value, options[0], where, base_dir)
+    if typing.get_origin(hint) is tuple:
+        if not isinstance(value, list):
+            raise UserError(f"{where} must be a list, got {value!r}")
+        return tuple(_coerce(item, args[0], f"{where}[{i}]", base_dir) for i, item in enumerate(value))
     if is_dataclass(hint):
         if not isinstance(value, dict):
             raise UserError(f"{where} must be a table ([{where.split(' ')[-1]}])")

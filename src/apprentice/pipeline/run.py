@@ -66,7 +66,7 @@ def _generate(config: RunConfig, run_dir: Path, resuming: bool, console: Console
     generate(GenerateConfig(
         teacher=config.teacher.model, out=run_dir / "generate", num=g.num, seeds=g.seeds, strategy=g.strategy,
         api=g.api, seed=g.seed, concurrency=config.teacher.concurrency, max_requests=g.max_requests,
-        price_in=g.price_in, price_out=g.price_out, threshold=g.threshold,
+        price_in=g.price_in, price_out=g.price_out, threshold=g.threshold, filters=g.filters,
     ), console)
 
 
