@@ -3,14 +3,19 @@ subprocess (`apprentice annotate --a --b --db --port`), and an annotator driving
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import random
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 
@@ -51,11 +56,13 @@ class AnnotateServer:
     def output(self) -> str:
         return self.log.read_text()
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "apprentice", "annotate", *self.args, "--port", str(self.port)]
+
     def _start(self) -> None:
         with self.log.open("a") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "apprentice", "annotate", *self.args, "--port", str(self.port)],
-                stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="400"),
+                self.command(), stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="400"),
             )
         deadline = time.time() + 60
         while time.time() < deadline:
@@ -143,3 +150,120 @@ class Annotator:
 
     def close(self) -> None:
         self.client.close()
+
+
+@dataclass
+class LoadResult:
+    acknowledged: list[tuple[str, str, str]]  # (annotator, item id, side) for every vote answered 303
+    latencies_s: list[float]  # POST /vote round trips, acknowledged votes only
+    retries: int  # requests repeated after a connection error (the server was down)
+    wall_s: float
+
+
+def run_load(server: AnnotateServer, links: dict[str, str], restart_after: int | None = None,
+             think_s: float = 0.0, seed: int = 0) -> LoadResult:
+    """Every annotator (name -> invite link) votes, in a thread of their own over plain form posts, until nothing is
+    left for them, pausing a random 0 to 2 * `think_s` seconds before each vote (reading time). With
+    `restart_after`, the server is killed with SIGKILL once that many votes were acknowledged and started again on
+    the same database and port; annotators retry whatever failed meanwhile."""
+    lock = threading.Lock()
+    acknowledged: list[tuple[str, str, str]] = []
+    latencies: list[float] = []
+    retries = 0
+    restarted = threading.Event()
+    errors: list[BaseException] = []
+
+    def annotate(name: str, link: str, rng: random.Random) -> None:
+        nonlocal retries
+        session = FormSession(server.url)
+        while True:
+            try:
+                if not session.cookies:
+                    session.request("GET", urlsplit(link).path)
+                status, page = session.request("GET", "/vote")
+                assert status == 200, f"{name}: /vote answered {status}"
+                fields = dict(_FIELD.findall(page))
+                item, csrf = fields.get("item"), fields.get("csrf")
+                if item is None:
+                    break
+                if 'id="next"' not in page:  # not voted yet (a vote whose answer was lost shows as voted)
+                    if think_s:
+                        time.sleep(rng.uniform(0, 2 * think_s))
+                    side = rng.choice(("left", "right", "tie"))
+                    started = time.perf_counter()
+                    status, text = session.request("POST", "/vote", {"csrf": csrf, "item": item, "choice": side})
+                    elapsed = time.perf_counter() - started
+                    assert status == 303, f"{name}: vote answered {status}: {text[:200]}"
+                    with lock:
+                        acknowledged.append((name, item, side))
+                        latencies.append(elapsed)
+                        count = len(acknowledged)
+                    if restart_after is not None and count >= restart_after and not restarted.is_set():
+                        restarted.set()
+                        server.restart()
+                status, _ = session.request("POST", "/next", {"csrf": csrf, "item": item})
+                assert status == 303, f"{name}: next answered {status}"
+            except ConnectionError:
+                with lock:
+                    retries += 1
+                time.sleep(0.05)
+        session.close()
+
+    def guarded(*args) -> None:
+        try:
+            annotate(*args)
+        except BaseException as exc:  # surfaced by the caller; a thread's exception is otherwise lost
+            errors.append(exc)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=guarded, args=(name, link, random.Random(f"{seed}-{name}")))
+               for name, link in links.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return LoadResult(acknowledged, latencies, retries, time.perf_counter() - started)
+
+
+class FormSession:
+    """A keep-alive HTTP/1.1 connection with a cookie jar, on http.client. The load test is CPU-bound on a small
+    machine and httpx spends several times more CPU per request; any connection failure surfaces as
+    ConnectionError, after which the next request reconnects."""
+
+    def __init__(self, base_url: str, timeout: float = 60):
+        parts = urlsplit(base_url)
+        self.host, self.port, self.timeout = parts.hostname, parts.port, timeout
+        self.connection: http.client.HTTPConnection | None = None
+        self.cookies: dict[str, str] = {}
+
+    def request(self, method: str, path: str, form: dict | None = None) -> tuple[int, str]:
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())} if self.cookies else {}
+        body = None
+        if form is not None:
+            body = urlencode(form)
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        if self.connection is None:
+            self.connection = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            self.connection.request(method, path, body=body, headers=headers)
+            response = self.connection.getresponse()
+            text = response.read().decode()
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise ConnectionError(str(exc)) from exc
+        for cookie in response.headers.get_all("set-cookie") or ():
+            name, _, rest = cookie.partition("=")
+            self.cookies[name] = rest.split(";", 1)[0]
+        return response.status, text
+
+    def close(self) -> None:
+        if self.connection is not None:
+            self.connection.close()
+            self.connection = None
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]

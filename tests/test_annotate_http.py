@@ -262,7 +262,7 @@ def test_admin_sees_progress_and_tally_invites_and_exports(server, files):
     assert "carol" in page and "3 votes of 24 wanted" in page
     assert GENERATOR_A in page and GENERATOR_B in page  # names appear only to the admin, with the tally
     assert re.search(r'<img class="plot" alt="tally bar chart" src="data:image/png;base64,iVBOR', page)
-    assert "1 wins, 1 ties, 1 losses" in page and 'id="win-rate">50.0%' in page
+    assert "wins 1 · ties 1 · losses 1" in page and 'id="win-rate">50.0%' in page
     export = admin.get("/admin/export")
     assert export.headers["content-disposition"].startswith("attachment")
     annotations = export.json()

@@ -12,6 +12,8 @@
 SQLite in WAL mode with synchronous=FULL: a function that writes returns only after its transaction is committed to
 disk, so the web app acknowledges nothing that a crash could lose. Every write takes the write lock up front
 (BEGIN IMMEDIATE) so that choosing an item and reserving it cannot race with another annotator doing the same.
+Called inside a transaction that is already open, a write function works in a savepoint instead, which lets the
+server commit many annotators' writes with one fsync (see `server.GroupCommit`).
 
 Blindness lives here too: item ids are random, the left/right side of output A is drawn per annotator and item with
 `secrets` and stored, and items are handed out least-voted first, ties broken at random, never in file order.
@@ -154,7 +156,20 @@ def create_db(path: str | Path) -> sqlite3.Connection:
 
 @contextmanager
 def _write(db: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction holding the write lock from the start; commits (to disk) on success."""
+    """One write transaction holding the write lock from the start; commits (to disk) on success.
+
+    Inside a transaction someone else opened (the server's group commit), it is a savepoint instead: its changes are
+    undone alone on error and reach the disk with the outer COMMIT."""
+    if db.in_transaction:
+        db.execute("SAVEPOINT write")
+        try:
+            yield
+        except BaseException:
+            db.execute("ROLLBACK TO write")
+            db.execute("RELEASE write")
+            raise
+        db.execute("RELEASE write")
+        return
     db.execute("BEGIN IMMEDIATE")
     try:
         yield
