@@ -140,11 +140,14 @@ def test_run_end_to_end_then_skip_then_redo(tmp_path, teacher, tiny_base_model_d
     assert teacher.count() == before
     assert again.stdout.count("up to date, skipped") == 5  # generate, train, answer, judge, tally
 
-    changed = write_config(tmp_path, teacher, tiny_base_model_dir, **{"max_steps = 3": "max_steps = 2"})
+    # a changed train setting redoes train and what follows; `launch` runs training as its own process
+    changed = write_config(tmp_path, teacher, tiny_base_model_dir,
+                           **{"max_steps = 3": f"max_steps = 2\nlaunch = {json.dumps(sys.executable)}"})
     redo = run_cli("run", str(changed), "--out", str(run_dir))
     assert redo.returncode == 0, redo.stderr
     assert "generate: up to date, skipped" in redo.stdout
     assert "train: up to date" not in redo.stdout and "answer: up to date" not in redo.stdout
+    assert "launching: " in redo.stdout
     metrics = [json.loads(line) for line in (run_dir / "student" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics if "loss" in m][-1] == 2
 

@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from rich.console import Console
@@ -91,9 +91,13 @@ def _train(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -
 
 
 def train_arguments(config) -> list[str]:
-    """`apprentice train` options that reproduce a TrainConfig: one option per field, flags only when true."""
+    """`apprentice train` options that reproduce a TrainConfig: the fields that differ from their defaults (every
+    such field the run config can set is a command-line option), flags only when true."""
+    defaults = {f.name: f.default for f in fields(config)}
     arguments: list[str] = []
     for name, value in asdict(config).items():
+        if value == defaults[name] and name not in ("base", "data", "out"):
+            continue
         option = "--" + name.replace("_", "-")
         if isinstance(value, bool):
             arguments += [option] if value else []
