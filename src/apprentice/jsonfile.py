@@ -155,3 +155,28 @@ def get_bool(record: dict[str, Any], key: str, where: Where, default: Any = _MIS
 def get_list(record: dict[str, Any], key: str, where: Where, default: Any = _MISSING) -> list[Any]:
     """`record[key]`, which must be a JSON list; `default` when absent, if given."""
     return _get(record, key, where, list, "a list", default)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` all at once: written to a temporary file in the same folder, synced, renamed.
+    A killed process leaves the old file or the new one, never half of one."""
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
+                                         suffix=".tmp", delete=False)
+    try:
+        with handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """`write_text_atomic` of `data` as indented UTF-8 JSON (values JSON cannot hold are written as strings)."""
+    write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")

@@ -20,8 +20,6 @@ Annotations follow AlpacaEval: output_1 is A, output_2 is B, preference 1 = outp
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -33,6 +31,7 @@ from rich.console import Console
 from apprentice.evaluate.outputs import Pair
 from apprentice.evaluate.stats import TIE
 from apprentice.evaluate.verdict import Verdict, parse_verdict, verdict_from_logprobs
+from apprentice.jsonfile import write_json_atomic
 from apprentice.models import Completion, Model, Request
 from apprentice.models.spec import BackendOptions
 
@@ -166,11 +165,7 @@ def judge_pairs(pairs: Sequence[Pair], model: Model, *, orders: int = 2, seed: i
 
 def write_annotations(path: str | Path, annotations: list[dict]) -> None:
     """Write the annotations JSON atomically: a killed run leaves the old file or none, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(annotations, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    write_json_atomic(Path(path), annotations)
 
 
 def judge_files(a: Path, b: Path, judge: str, out: Path, *, orders: int = 2, seed: int = 0, max_tokens: int = 16,

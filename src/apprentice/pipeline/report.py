@@ -14,8 +14,6 @@ half a page.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +25,7 @@ from apprentice.evaluate.outputs import ModelOutput, load_outputs, read_json
 from apprentice.evaluate.stats import summarize
 from apprentice.evaluate.tally import read_annotations
 from apprentice.generate import store
-from apprentice.jsonfile import Where, get_str, parse_json_list, read_text, require_object
+from apprentice.jsonfile import Where, get_str, parse_json_list, read_text, require_object, write_text_atomic
 from apprentice.pipeline import report_facts as facts
 from apprentice.pipeline import report_plots as plots
 from apprentice.train.templates import MANIFEST
@@ -86,7 +84,7 @@ def build_report(run_dir: Path) -> Path:
                         f"student/metrics.jsonl, answers/*.json, judge/annotations.json (apprentice run makes one)")
     html = render(report_context(files))
     out = files.root / REPORT
-    _write_atomic(out, html)
+    write_text_atomic(out, html)
     return out
 
 
@@ -341,13 +339,3 @@ def _number(value: float | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}" if isinstance(value, float) else f"{value:,}"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.",
-                                         suffix=".tmp", delete=False)
-    try:
-        with handle:
-            handle.write(text)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise

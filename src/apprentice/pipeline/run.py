@@ -33,6 +33,7 @@ from pathlib import Path
 from rich.console import Console
 
 from apprentice.errors import UserError
+from apprentice.jsonfile import write_json_atomic
 from apprentice.pipeline.config import RunConfig, to_toml
 
 STUDENT, TEACHER, BASE = "student", "teacher", "base"
@@ -154,7 +155,7 @@ def _tally(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -
     from apprentice.evaluate.tally import print_summary, tally_file
 
     summary = tally_file(run_dir / "judge" / "annotations.json", STUDENT)
-    _write_json(run_dir / "tally.json", summary)
+    write_json_atomic(run_dir / "tally.json", summary)
     print_summary(summary, console)
 
 
@@ -202,12 +203,6 @@ def stage_keys(config: RunConfig) -> dict[str, str]:
     return keys
 
 
-def _write_json(path: Path, data) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=2, default=_json_default), encoding="utf-8")
-    partial.replace(path)
-
-
 class RunState:
     """RUN/state.json: per stage, the key it ran with and whether it finished."""
 
@@ -222,7 +217,7 @@ class RunState:
 
     def set(self, name: str, key: str, status: str) -> None:
         self.stages[name] = {"key": key, "status": status, "time": time.time()}
-        _write_json(self.path, {"stages": self.stages})
+        write_json_atomic(self.path, {"stages": self.stages})
 
 
 def run_pipeline(config: RunConfig, run_dir: Path, from_stage: str | None = None,
