@@ -353,3 +353,71 @@ def test_resuming_with_different_settings_is_refused(tmp_path, seeds_file):
              "--seeds", str(seeds_file), "--seed", "7"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "different seed" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert len(_lines(out / "data.jsonl")) == 2
+
+
+def test_a_cut_anywhere_in_a_later_segment_replays_to_the_same_files(tmp_path, seeds_file):
+    """After --num grew (a new plan from the records there were), losing the tail of the files, as a kill does,
+    and rerunning rebuilds exactly the same files from the response cache."""
+    out = tmp_path / "run"
+    with ScriptedServer(varied_teacher(delay=0)) as server:
+        teacher = f"openai:scripted@{server.url}"
+        generate(GenerateConfig(teacher=teacher, out=out, num=4, seeds=seeds_file, concurrency=3))
+        generate(GenerateConfig(teacher=teacher, out=out, num=10, seeds=seeds_file, concurrency=3))
+        data, rejected = (out / "data.jsonl").read_text(), (out / "rejected.jsonl").read_text()
+        # keep what was committed before the job of the 8th record (job ids count from 0 in each plan)
+        cut_job = _lines(out / "data.jsonl")[7]["job"]
+        earlier = json.loads((out / "generate_config.json").read_text())["segment"]["rejections"]
+        lines = data.splitlines(keepends=True)[:7]
+        rejections = rejected.splitlines(keepends=True)
+        rejections = rejections[:earlier] + [r for r in rejections[earlier:] if json.loads(r)["job"] < cut_job]
+        (out / "data.jsonl").write_text("".join(lines) + '{"instruction": "half a rec')  # and a torn last line
+        (out / "rejected.jsonl").write_text("".join(rejections))
+        paid = server.count()
+        again = generate(GenerateConfig(teacher=teacher, out=out, num=10, seeds=seeds_file, concurrency=3))
+        assert server.count() == paid  # everything came from the cache
+    assert again.replayed and again.resumed_from == 7
+    assert (out / "data.jsonl").read_text() == data and (out / "rejected.jsonl").read_text() == rejected
+
+
+# ---- real teachers: apprentice serve over a tiny random model, and the bundled model ---------------------------------
+
+def test_against_apprentice_serve_over_a_tiny_model_everything_is_recorded(tmp_path, tiny_model_dir):
+    from servers import ServeProcess
+
+    out = tmp_path / "run"
+    with ServeProcess(f"hf:{tiny_model_dir}") as server:
+        proc = subprocess.run(
+            [sys.executable, "-m", "apprentice", "generate", "--teacher", f"openai:model@{server.url}", "--num", "1",
+             "--out", str(out), "--max-requests", "2", "--concurrency", "2"],
+            capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr  # done, or stopped at the cap: random weights write garbage
+    assert "Traceback" not in proc.stderr
+    stats = json.loads((out / "stats.json").read_text())
+    kept, rejected = _lines(out / "data.jsonl"), _lines(out / "rejected.jsonl")
+    assert stats["kept"] == len(kept) and stats["rejected"] == len(rejected) >= 1
+    assert sum(stats["rejected_by_reason"].values()) == len(rejected)
+    assert 1 <= stats["requests"]["answered"] <= 2 and stats["tokens"]["completion"] > 0
+    assert all(r["reason"] and r["request_id"] for r in rejected)
+
+
+@pytest.mark.slow
+def test_bundled_teacher_writes_records_that_pass_the_filters(tmp_path):
+    from apprentice.generate.filters import check_example, normalize_no_input
+    from apprentice.generate.rouge import RougeLIndex
+
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "apprentice", "generate", "--teacher", "bundled:smollm2-135m-instruct", "--num", "5",
+         "--out", str(out), "--max-requests", "60"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    records = _lines(out / "data.jsonl")
+    assert len(records) == 5 and "generate: summary" in proc.stdout
+    index = RougeLIndex(0.7)
+    config = FilterConfig()
+    for record in records:
+        assert check_instruction(record["instruction"], config) is None
+        assert check_example(record["instruction"], record["input"], record["output"], config) is None
+        assert normalize_no_input(record["input"]) == record["input"]
+        assert index.query(record["instruction"]).score <= 0.7
+        index.add(record["instruction"])
+    assert json.loads((out / "stats.json").read_text())["kept"] == 5

@@ -68,9 +68,9 @@ class Plan:
     bootstrap_seeds: int = 6  # seed instructions shown in a bootstrap prompt...
     bootstrap_kept: int = 2  # ... plus this many kept ones, once there are that many
     bootstrap_new: int = 8  # new instructions asked for (and taken) per bootstrap prompt
-    bootstrap_max_tokens: int = 512
+    bootstrap_max_tokens: int = 320  # 8 one-line instructions; more only lets a small teacher ramble
     instance_examples: int = 2  # worked seed examples shown in an instance prompt
-    instance_max_tokens: int = 512
+    instance_max_tokens: int = 384  # an input and an output of up to ~100 words, with room to spare
 
 
 @dataclass(frozen=True)
@@ -120,6 +120,7 @@ class Generation:
         for task in self.seeds:
             self._add(self.index, self.index_texts, task.instruction)
             self._add(self.proposed, self.proposed_texts, task.instruction)
+        self.preloaded = len(preloaded)
         for instruction in preloaded:
             self._add(self.index, self.index_texts, instruction)
             self._add(self.proposed, self.proposed_texts, instruction)
@@ -127,7 +128,6 @@ class Generation:
         self.created = 0  # jobs created (= requests planned)
         self.committed = 0  # jobs committed; the next to commit has this id
         self.generators_committed = 0
-        self.kept_from_generators = 0
         self._uncommitted: dict[int, Job] = {}
         self._answers: dict[int, Completion] = {}
         self._unsent: list[Job] = []
@@ -169,9 +169,11 @@ class Generation:
         if self.created >= self.plan.max_requests or instances + generators * (1 + spawn) >= self.plan.window:
             return False
         # Near the target, stop creating prompts whose records would likely be surplus: an instance job may give one
-        # record, a prompt as many as prompts have given so far on average (1 before any is committed).
-        per_generator = max(1.0, self.kept_from_generators / self.generators_committed) \
-            if self.generators_committed else 1.0
+        # record, a prompt as many as prompts have given so far on average (before any has: half what it may give).
+        if self.generators_committed:
+            per_generator = max(1.0, (len(self.kept) - self.preloaded) / self.generators_committed)
+        else:
+            per_generator = (self.plan.bootstrap_new if spawn else self.plan.alpaca_limit) / 2
         return len(self.kept) + instances + generators * per_generator < self.plan.num
 
     def _rng(self, job_id: int) -> random.Random:
@@ -255,7 +257,7 @@ class Generation:
                     self._reject(outcome, item.reason, "response", raw=item.text)
                 else:
                     self._consider_task(outcome, item)
-            self._count_generator(outcome)
+            self.generators_committed += 1
         elif job.kind == "bootstrap":
             items = parse_instruction_list(completion.text, job.first_number, completion.finish_reason,
                                            continued=not self.plan.chat, limit=self.plan.bootstrap_new)
@@ -264,7 +266,7 @@ class Generation:
                     self._reject(outcome, item.reason, "response", raw=item.text)
                 else:
                     self._consider_instruction(outcome, item)
-            self._count_generator(outcome)
+            self.generators_committed += 1
         else:
             parsed = parse_instance(completion.text, job.classification, completion.finish_reason,
                                     continued=not self.plan.chat)
@@ -273,10 +275,6 @@ class Generation:
             else:
                 self._consider_task(outcome, Task(job.instruction, parsed[0], parsed[1]), checked_instruction=True)
         return outcome
-
-    def _count_generator(self, outcome: Outcome) -> None:
-        self.generators_committed += 1
-        self.kept_from_generators += len(outcome.kept)
 
     def _consider_instruction(self, outcome: Outcome, instruction: str) -> None:
         reason = check_instruction(instruction, self.filters)
