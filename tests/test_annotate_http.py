@@ -129,7 +129,7 @@ def test_invite_cli_link_sets_a_strict_httponly_cookie_and_leaves_the_token_behi
     assert "script-src 'nonce-" in response.headers["content-security-policy"]
 
 
-@pytest.mark.parametrize("csrf", [None, "", "0" * 64, "someone-elses"])
+@pytest.mark.parametrize("csrf", [None, "", "0" * 64, "é" * 64, "someone-elses"])
 def test_posts_without_the_right_form_token_are_refused(shared, csrf):
     ana, bob = person(shared), person(shared)
     item, own_csrf, _ = ana.page()

@@ -229,7 +229,7 @@ class AnnotateApp:
     def form_token(self, role: str, token: str) -> str:
         return hmac.new(self.secret, f"{role}:{store.hash_token(token)}".encode(), "sha256").hexdigest()
 
-    async def annotator(self, request: Request) -> tuple[int, str]:
+    def annotator(self, request: Request) -> tuple[int, str]:
         """(annotator id, form token) of the request's session; 401 without a session, 403 with a bad one."""
         token = request.cookies.get(ANNOTATOR_COOKIE)
         if not token:
@@ -243,7 +243,7 @@ class AnnotateApp:
             self.annotator_ids[key] = annotator_id
         return annotator_id, self.form_token("annotator", token)
 
-    async def admin(self, request: Request) -> str:
+    def admin(self, request: Request) -> str:
         token = request.cookies.get(ADMIN_COOKIE)
         if not token:
             raise HTTPException(401, "Unauthorized")
@@ -255,7 +255,7 @@ class AnnotateApp:
     async def checked_form(request: Request, form_token: str) -> dict[str, str]:
         form = await request.form()
         sent = form.get("csrf")
-        if not isinstance(sent, str) or not hmac.compare_digest(sent, form_token):
+        if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), form_token.encode()):
             raise HTTPException(403, "Forbidden")
         return {k: v for k, v in form.items() if isinstance(v, str)}
 
@@ -283,14 +283,16 @@ class AnnotateApp:
 
     async def home(self, request: Request) -> Response:
         if request.cookies.get(ADMIN_COOKIE) and not request.cookies.get(ANNOTATOR_COOKIE):
-            await self.admin(request)
+            self.admin(request)
             return RedirectResponse("/admin", status_code=303)
-        await self.annotator(request)
+        self.annotator(request)
         return RedirectResponse("/vote", status_code=303)
 
     async def vote_page(self, request: Request) -> Response:
-        annotator_id, form_token = await self.annotator(request)
-        shown = await self.write(store.next_item, annotator_id, self.votes_per_item)
+        annotator_id, form_token = self.annotator(request)
+        # a reload needs no write, so it does not queue behind other people's commits
+        shown = self.read(store.current_item, annotator_id) or await self.write(
+            store.next_item, annotator_id, self.votes_per_item)
         progress = self.read(store.progress, annotator_id, self.votes_per_item)
         if shown is None:
             return self.page(request, "done.html", progress=progress)
@@ -300,7 +302,7 @@ class AnnotateApp:
                          max_comment=MAX_COMMENT_CHARS)
 
     async def vote(self, request: Request) -> Response:
-        annotator_id, form_token = await self.annotator(request)
+        annotator_id, form_token = self.annotator(request)
         form = await self.checked_form(request, form_token)
         side, comment = form.get("choice", ""), form.get("comment", "")
         if side not in store.SIDES:
@@ -314,13 +316,13 @@ class AnnotateApp:
         return RedirectResponse("/vote", status_code=303)
 
     async def next(self, request: Request) -> Response:
-        annotator_id, form_token = await self.annotator(request)
+        annotator_id, form_token = self.annotator(request)
         form = await self.checked_form(request, form_token)
         await self.write(store.advance, annotator_id, form.get("item", ""))
         return RedirectResponse("/vote", status_code=303)
 
     async def admin_page(self, request: Request) -> Response:
-        form_token = await self.admin(request)
+        form_token = self.admin(request)
         return await self.render_admin(request, form_token)
 
     async def render_admin(self, request: Request, form_token: str, **extra: Any) -> Response:
@@ -332,7 +334,7 @@ class AnnotateApp:
                          votes_per_item=self.votes_per_item, db_name=self.db_path.name, **extra)
 
     async def invite(self, request: Request) -> Response:
-        form_token = await self.admin(request)
+        form_token = self.admin(request)
         form = await self.checked_form(request, form_token)
         try:
             token = await self.write(store.add_annotator, form.get("name", ""))
@@ -342,7 +344,7 @@ class AnnotateApp:
         return await self.render_admin(request, form_token, invited=form.get("name", "").strip(), link=link)
 
     async def export(self, request: Request) -> Response:
-        await self.admin(request)
+        self.admin(request)
         annotations = self.read(store.annotations)
         return Response(json.dumps(annotations, ensure_ascii=False, indent=1), media_type="application/json",
                         headers={"content-disposition": 'attachment; filename="annotations.json"'})

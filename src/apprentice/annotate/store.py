@@ -306,30 +306,35 @@ def _shown(db: sqlite3.Connection, current: sqlite3.Row) -> Shown:
     return Shown(current["item_id"], item["instruction"], left, right, side, current["comment"] or "")
 
 
+def current_item(db: sqlite3.Connection, annotator_id: int) -> Shown | None:
+    """The item this annotator was shown and has not moved on from (reads only)."""
+    current = _current(db, annotator_id)
+    return None if current is None else _shown(db, current)
+
+
 def next_item(db: sqlite3.Connection, annotator_id: int, votes_per_item: int,
               now: float | None = None) -> Shown | None:
     """The item to show this annotator: their current one if they have not moved on, else a new one reserved for
     them (least-voted first, ties at random, sides drawn at random); None when nothing is left for them."""
-    current = _current(db, annotator_id)
-    if current is not None:
-        return _shown(db, current)
+    shown = current_item(db, annotator_id)
+    if shown is not None:
+        return shown
     now = time.time() if now is None else now
     with _write(db):
-        current = _current(db, annotator_id)  # another request of theirs may have won the lock first
-        if current is None:
-            params = {"annotator": annotator_id, "votes_per_item": votes_per_item, "stale": now - RESERVATION_S}
-            row = db.execute(f"SELECT i.id {_OPEN_TO} ORDER BY COALESCE(t.n, 0), random() LIMIT 1",
-                             params).fetchone()
-            if row is None:
-                return None
-            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM assignments WHERE annotator_id = ?",
-                             (annotator_id,)).fetchone()[0]
-            db.execute(
-                "INSERT INTO assignments (annotator_id, item_id, seq, a_on_left, shown_at) VALUES (?, ?, ?, ?, ?)",
-                (annotator_id, row["id"], seq, secrets.randbelow(2), now),
-            )
-            current = _current(db, annotator_id)
-        return _shown(db, current)
+        shown = current_item(db, annotator_id)  # another request of theirs may have won the lock first
+        if shown is not None:
+            return shown
+        params = {"annotator": annotator_id, "votes_per_item": votes_per_item, "stale": now - RESERVATION_S}
+        row = db.execute(f"SELECT i.id {_OPEN_TO} ORDER BY COALESCE(t.n, 0), random() LIMIT 1", params).fetchone()
+        if row is None:
+            return None
+        seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM assignments WHERE annotator_id = ?",
+                         (annotator_id,)).fetchone()[0]
+        db.execute(
+            "INSERT INTO assignments (annotator_id, item_id, seq, a_on_left, shown_at) VALUES (?, ?, ?, ?, ?)",
+            (annotator_id, row["id"], seq, secrets.randbelow(2), now),
+        )
+        return current_item(db, annotator_id)
 
 
 def record_vote(db: sqlite3.Connection, annotator_id: int, item_id: str, side: str, comment: str,

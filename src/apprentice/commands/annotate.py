@@ -51,14 +51,15 @@ def serve(
     connection = store.create_db(db)
     added = store.import_pairs(connection, pairs)
     console.print(f"{db}: {added} new items" if added else f"{db}: resuming with {len(pairs)} items")
-    base = f"http://{host}:{port}"
+    # 0.0.0.0 is where to listen, not an address a browser can open; this machine's loopback is
+    base = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     if not store.has_admin(connection):
         console.print(f"admin page: {base}/a/{store.add_admin(connection)}", soft_wrap=True)
     else:
         console.print(f"admin page: run `apprentice annotate admin-token --db {db}` for a new link", soft_wrap=True)
     connection.close()
     console.print(f"invite annotators from the admin page or with `apprentice annotate invite NAME --db {db}`")
-    console.print(f"serving at {base} (Ctrl-C stops)")
+    console.print(f"serving at http://{host}:{port} (Ctrl-C stops)")
     server.serve(db, host, port, votes_per_item)
 
 
