@@ -96,7 +96,10 @@ class Sidecar:
         lines = [line for line in self.path.read_text(encoding="utf-8").split("\n") if line.strip()]
         if not lines:
             return {}
-        saved = json.loads(lines[0]).get("settings")
+        try:
+            saved = json.loads(lines[0]).get("settings")
+        except (json.JSONDecodeError, AttributeError):
+            raise UserError(f"{self.path}: not an answer sidecar (its first line holds no settings); delete it") from None
         if saved != self.settings:
             changed = sorted(k for k in self.settings if saved is None or saved.get(k) != self.settings[k])
             raise UserError(

@@ -34,7 +34,7 @@ from apprentice.train.checkpoint import (
 )
 from apprentice.train.data import IGNORE, TokenCounts, file_sha256, load_examples, tokenize
 from apprentice.train.export import export_model
-from apprentice.train.templates import resolve_template
+from apprentice.train.templates import load_template_file, resolve_template
 
 FULL_LR = 2e-5  # Stanford Alpaca
 LORA_LR = 3e-4  # alpaca-lora
@@ -258,11 +258,13 @@ def train(config: TrainConfig, console: Console | None = None, stop_after: int |
     if not spec.is_local:
         raise UserError(f"cannot train {spec}: it is served over HTTP; give hf:, gguf: or bundled: weights")
     examples = load_examples(config.data)
+    # a template file is checked now: finding the base's tokenizer may first convert a GGUF model (a minute)
+    custom = None if config.template in ("alpaca", "chat") else load_template_file(config.template)
     from transformers import AutoTokenizer
 
     model_dir = local_model_dir(spec)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    template = resolve_template(config.template, tokenizer)
+    template = custom or resolve_template(config.template, tokenizer)
     data = tokenize(examples, template, tokenizer, config.max_len)
     if not data.sequences:
         raise UserError(f"{config.data}: every example's prompt fills --max-len {config.max_len}; nothing to train on")
