@@ -23,14 +23,14 @@ RECORDS = [
     {"instruction": "Name the capital city of Australia.", "input": "", "output": "Canberra."},
 ]
 SEEDS = [
-    {"id": "s0", "name": "n", "instruction": "Write a haiku about autumn rain.", "instances": [], "is_classification": False},
-    {"id": "s1", "name": "m", "instruction": "Explain how vaccines work.", "instances": [], "is_classification": False},
+    {"id": "s0", "instruction": "Write a haiku about autumn rain.", "instances": [], "is_classification": False},
+    {"id": "s1", "instruction": "Explain how vaccines work.", "instances": [], "is_classification": False},
 ]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "apprentice", "dedup", *args], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, check=False)
 
 
 def write_json(path: Path, data: object) -> Path:
@@ -112,8 +112,10 @@ def test_cli_real_seed_tasks_dedup_against_themselves(shared_data, tmp_path):
 
 @pytest.mark.parametrize("name,content,message", [
     ("bad.jsonl", '{"instruction": "ok one two"}\n{"instruction": \n', "bad.jsonl:2: invalid JSON"),
-    ("missing.jsonl", '{"instruction": "ok one two"}\n{"output": "x"}\n', "missing.jsonl:2: missing field 'instruction'"),
-    ("type.json", '[{"instruction": "fine"}, {"instruction": 3}]', "type.json: item 1: field 'instruction' must be a string"),
+    ("missing.jsonl", '{"instruction": "ok one two"}\n{"output": "x"}\n',
+     "missing.jsonl:2: missing field 'instruction'"),
+    ("type.json", '[{"instruction": "fine"}, {"instruction": 3}]',
+     "type.json: item 1: field 'instruction' must be a string"),
     ("list.jsonl", '{"instruction": "ok"}\n["not", "an", "object"]\n', "list.jsonl:2: expected a JSON object"),
     ("empty.json", "", "empty.json: no records"),
     ("emptylist.json", "[]", "emptylist.json: no records"),

@@ -55,7 +55,8 @@ TEMPLATE_LOOP = " ".join(f"The tone could also be seen as {w} as the writer asks
     (GOOD_INSTRUCTION, "", "Output: eat vegetables, sleep, exercise.", "leaked_marker"),
     (GOOD_INSTRUCTION, "3. Input: nothing", "Eat vegetables, sleep and move.", "leaked_marker"),
     (GOOD_INSTRUCTION, "", "Eat well.\n\n### Instruction:\nSay hi.", "leaked_marker"),
-    ("Summarize the article in the link below.", "", "The article says the economy grew.", "references_url_or_attachment"),
+    ("Summarize the article in the link below.", "", "The article says the economy grew.",
+     "references_url_or_attachment"),
     ("Please see the attached document and list its main points.", "", "1. Growth.", "references_url_or_attachment"),
     ("Describe the following website in two sentences.", "", "It sells shoes.", "references_url_or_attachment"),
     ("Summarize this article for a busy reader.", "https://example.com/news/42", "The economy grew by 3%.",
@@ -128,8 +129,8 @@ def test_real_seed_and_user_oriented_records_pass(shared_data):
     """The 175 seed tasks and the 252 user-oriented instructions are human-written, good records: all pass
     check_example. Alpaca's instruction rules are stricter than the humans were: 4 seeds fail them."""
     folder = shared_data / "self_instruct"
-    seeds = [json.loads(line) for line in open(folder / "seed_tasks.jsonl")]
-    users = [json.loads(line) for line in open(folder / "user_oriented_instructions.jsonl")]
+    seeds = [json.loads(line) for line in (folder / "seed_tasks.jsonl").read_text().splitlines()]
+    users = [json.loads(line) for line in (folder / "user_oriented_instructions.jsonl").read_text().splitlines()]
     failures = [(task["id"], check_example(task["instruction"], instance["input"], instance["output"], CONFIG))
                 for task in seeds + users for instance in task["instances"]]
     assert [failure for failure in failures if failure[1]] == []
@@ -143,7 +144,7 @@ def test_real_seed_and_user_oriented_records_pass(shared_data):
 
 def test_alpaca_eval_outputs_rejects_are_real_defects(shared_data):
     """Of the 805 text-davinci-003 answers in AlpacaEval, the few rejected are the known machine-data defects."""
-    rows = json.load(open(shared_data / "alpaca_eval" / "text_davinci_003.model_outputs.json"))
+    rows = json.loads((shared_data / "alpaca_eval" / "text_davinci_003.model_outputs.json").read_text())
     reasons = [check_example(row["instruction"], "", row["output"], CONFIG) for row in rows]
     rejected = sorted(reason for reason in reasons if reason)
     assert rejected == sorted(["repetition_loop"] * 4 + ["leaked_marker"] * 3 + ["empty_output"] * 2 + ["na_output"])

@@ -22,8 +22,8 @@ _PROGRESS_MIN_RECORDS = 2000
 
 
 def dedup(
-    data: Path = typer.Argument(..., metavar="IN", help="Instruction data: an Alpaca JSON list or JSONL, each record with an "
-                                          "\"instruction\" string (other fields are kept as they are)."),
+    data: Path = typer.Argument(..., metavar="IN", help="Instruction data: an Alpaca JSON list or JSONL, each record "
+                                                        "with an \"instruction\" string (other fields are kept)."),
     out: Path = typer.Option(..., "--out", "-o", help="Where to write the kept records, in their original order: "
                                                       "JSONL if the name ends in .jsonl, else a JSON list. "
                                                       "Replaced atomically."),

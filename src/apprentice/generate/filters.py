@@ -23,7 +23,7 @@ import string
 import zlib
 from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from apprentice.generate.rouge import rouge_l_f, tokenize
 
@@ -120,7 +120,8 @@ _NA_OUTPUTS = frozenset({
 # A list marker or prompt-template header at the start of a line: the model ran on into the next task or echoed
 # the prompt's format ("2. Instruction:", "Input:", "### Response").
 _LEAKED_MARKER = re.compile(
-    r"^[ \t]*(?:\d+[ \t]*[.)][ \t]*)?(?:instruction|input|output)[ \t]*:|^[ \t]*#{2,}[ \t]*(?:instruction|input|response)\b",
+    r"^[ \t]*(?:\d+[ \t]*[.)][ \t]*)?(?:instruction|input|output)[ \t]*:"
+    r"|^[ \t]*#{2,}[ \t]*(?:instruction|input|response)\b",
     re.IGNORECASE | re.MULTILINE,
 )
 
@@ -208,12 +209,12 @@ def _squash(text: str) -> str:
     return " ".join(text.split()).strip("\"'")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _unit_run_pattern(repeats: int) -> re.Pattern:
-    return re.compile(r"(?s)(.{1,8}?)\1{%d,}" % (repeats - 1))
+    return re.compile(rf"(?s)(.{{1,8}}?)\1{{{repeats - 1},}}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _blacklist_pattern(words: tuple[str, ...]) -> re.Pattern:
     alternatives = "|".join(re.escape(word) for word in words) or r"(?!)"
     return re.compile(rf"\b(?:{alternatives})\b", re.IGNORECASE)
