@@ -87,7 +87,8 @@ def main() -> None:
                 print(f"{load:8} {name:28} {result['votes']} votes  p50 {result['p50']:6.1f} ms  "
                       f"p99 {result['p99']:6.1f} ms  max {result['max']:6.1f} ms  "
                       f"{result['votes_per_s']:6.1f} votes/s  {result['wall']:5.1f} s", flush=True)
-    print("\n| load | commits | votes | p50 ms | p99 ms | max ms | votes/s | wall s |\n|---|---|---|---|---|---|---|---|")
+    print("\n| load | commits | votes | p50 ms | p99 ms | max ms | votes/s | wall s |")
+    print("|---|---|---|---|---|---|---|---|")
     for load, name, r in rows:
         print(f"| {load} | {name} | {r['votes']} | {r['p50']:.1f} | {r['p99']:.1f} | {r['max']:.1f} | "
               f"{r['votes_per_s']:.1f} | {r['wall']:.1f} |")

@@ -61,9 +61,8 @@ class AnnotateServer:
 
     def _start(self) -> None:
         with self.log.open("a") as log:
-            self.proc = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="400"),
-            )
+            self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                         env=dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="400"))
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:

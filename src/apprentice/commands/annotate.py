@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def serve(
     server.serve(db, host, port, votes_per_item)
 
 
-def _existing_db(db: Path):
+def _existing_db(db: Path) -> sqlite3.Connection:
     from apprentice.annotate import store
 
     if not db.is_file():
