@@ -166,10 +166,6 @@ def run_apprentice(args: argparse.Namespace, data: list) -> dict:
         total_steps += 1
     accelerator = make_accelerator(config)
     run = Run(accelerator, build_model(args), data, config, pad_id=0, total_steps=total_steps)
-    if args.device == "cuda":
-        import torch
-
-        torch.cuda.reset_peak_memory_stats()
     steps = [run.step(step) for step in range(total_steps)]
     return summarise(args.device, steps, seen)
 

@@ -155,6 +155,16 @@ def test_two_processes_match_one(tiny_base_model_dir, tmp_path):
     assert json.loads((tmp_path / "two" / "apprentice.json").read_text())["world_size"] == 2
 
 
+def test_micro_batches_accumulate_to_the_same_step(tiny_base_model_dir, tmp_path):
+    """--micro-budget splits a step into several forward passes; the step (and so the loss curve) is unchanged."""
+    data = str(_write(tmp_path / "d.json", MIXED))
+    common = dict(base=f"hf:{tiny_base_model_dir}", data=data, lr=3e-3, max_steps=4, token_budget=512, max_len=300,
+                  save_every=0)
+    train(TrainConfig(out=str(tmp_path / "whole"), **common))
+    train(TrainConfig(out=str(tmp_path / "micro"), micro_budget=300, **common))
+    assert _losses(tmp_path / "micro") == pytest.approx(_losses(tmp_path / "whole"), rel=1e-5)
+
+
 def _run_cli(args: list[str], capsys) -> tuple[int, str]:
     from apprentice import cli
 
