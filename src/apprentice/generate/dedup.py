@@ -10,8 +10,6 @@ pure; `read_instruction_records` and `write_records` are the file edges that `ap
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,7 @@ from typing import Any
 
 from apprentice.errors import UserError
 from apprentice.generate.rouge import RougeLIndex
-from apprentice.jsonfile import get_str, read_records, require_object
+from apprentice.jsonfile import get_str, read_records, require_object, write_text_atomic
 
 INPUT = "input"
 AGAINST = "against"
@@ -94,16 +92,6 @@ def write_records(path: Path, records: Sequence[dict[str, Any]]) -> None:
         text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
     else:
         text = json.dumps(list(records), ensure_ascii=False, indent=2) + "\n"
-    try:
-        handle = tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-        )
-    except FileNotFoundError:
-        raise UserError(f"{path}: folder {path.parent} does not exist") from None
-    try:
-        with handle:
-            handle.write(text)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    if not path.parent.is_dir():
+        raise UserError(f"{path}: folder {path.parent} does not exist")
+    write_text_atomic(path, text)
