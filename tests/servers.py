@@ -46,6 +46,14 @@ def completion_reply(texts: list[str] | str, finish_reason: str = "stop") -> Rep
 Handler = Callable[[str, dict], Reply]
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # clients with many requests in flight connect all at once
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that cancels its request is no error
+            super().handle_error(request, client_address)
+
+
 class ScriptedServer:
     """An OpenAI-compatible server on 127.0.0.1 whose replies come from `handler(path, request_json)`.
 
@@ -105,7 +113,7 @@ class ScriptedServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _H)
+        self.server = _Server(("127.0.0.1", 0), _H)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
