@@ -51,6 +51,8 @@ def test_served_model_gets_chat_turns_and_a_rerun_resumes_after_a_failure(tmp_pa
         saved = [json.loads(line) for line in sidecar.read_text().splitlines()[1:]]
         assert [r["instruction"] for r in saved] == TEXTS[:2]
         asked_before = server.count("/chat/completions")
+        with sidecar.open("a") as f:
+            f.write('{"instruction": "Translate into Fre')  # a line cut short by a kill
 
         broken["on"] = False
         records = answer(config)

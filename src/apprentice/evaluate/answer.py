@@ -116,11 +116,14 @@ class Sidecar:
         return answers
 
     def open(self):
-        new = not self.path.exists() or not self.path.read_text(encoding="utf-8").strip()
+        """Open for appending, writing the settings line first into a new (or empty) file."""
+        text = self.path.read_text(encoding="utf-8") if self.path.exists() else ""
         handle = self.path.open("a", encoding="utf-8")
-        if new:
+        if not text.strip():
             handle.write(json.dumps({"settings": self.settings}) + "\n")
-            handle.flush()
+        elif not text.endswith("\n"):
+            handle.write("\n")  # end the line a killed run cut short, so the next answer starts a line of its own
+        handle.flush()
         return handle
 
 

@@ -130,10 +130,13 @@ def _load_model(path: str, config: TrainConfig):
         from peft import LoraConfig, get_peft_model
 
         targets = config.lora_targets if config.lora_targets == "all-linear" else config.lora_targets.split(",")
-        model = get_peft_model(model, LoraConfig(
-            r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=targets, task_type="CAUSAL_LM",
-        ))
+        try:
+            model = get_peft_model(model, LoraConfig(
+                r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                target_modules=targets, task_type="CAUSAL_LM",
+            ))
+        except ValueError as exc:  # PEFT names the targets it could not find
+            raise UserError(f"--lora-targets {config.lora_targets}: {str(exc).splitlines()[0]}") from exc
     return model
 
 
