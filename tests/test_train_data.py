@@ -11,23 +11,29 @@ from apprentice.errors import UserError
 from apprentice.train.batching import BatchPlan, pack, share
 from apprentice.train.data import IGNORE, Example, assemble, load_examples, render, tokenize
 from apprentice.train.templates import (
-    ALPACA, ChatTemplate, TextTemplate, load_template_file, resolve_template, saved_template, template_from_json,
+    ALPACA,
+    ChatTemplate,
+    TextTemplate,
+    load_template_file,
+    resolve_template,
+    saved_template,
+    template_from_json,
 )
 
 # --- templates ---------------------------------------------------------------------------------------------------
 
 ALPACA_CASES = [
     ("no input", "Name a colour.", "",
-     "Below is an instruction that describes a task. Write a response that appropriately completes the request."
-     "\n\n### Instruction:\nName a colour.\n\n### Response:"),
+     ("Below is an instruction that describes a task. Write a response that appropriately completes the request."
+      "\n\n### Instruction:\nName a colour.\n\n### Response:")),
     ("with input", "Translate.", "bonjour",
-     "Below is an instruction that describes a task, paired with an input that provides further context. Write a "
-     "response that appropriately completes the request.\n\n### Instruction:\nTranslate.\n\n### Input:\nbonjour"
-     "\n\n### Response:"),
+     ("Below is an instruction that describes a task, paired with an input that provides further context. Write a "
+      "response that appropriately completes the request.\n\n### Instruction:\nTranslate.\n\n### Input:\nbonjour"
+      "\n\n### Response:")),
     ("braces in text stay literal", "Fill {input} in {x}", "{instruction}",
-     "Below is an instruction that describes a task, paired with an input that provides further context. Write a "
-     "response that appropriately completes the request.\n\n### Instruction:\nFill {input} in {x}\n\n### Input:\n"
-     "{instruction}\n\n### Response:"),
+     ("Below is an instruction that describes a task, paired with an input that provides further context. Write a "
+      "response that appropriately completes the request.\n\n### Instruction:\nFill {input} in {x}\n\n"
+      "### Input:\n{instruction}\n\n### Response:")),
 ]
 
 
@@ -37,14 +43,17 @@ def test_alpaca_template_text(name, instruction, input, expected):
 
 
 TEMPLATE_FILE_CASES = [
-    ("toml ok", "t.toml", 'prompt_input = "Q: {instruction}\\n{input}\\nA:"\nprompt_no_input = "Q: {instruction}\\nA:"\n',
+    ("toml ok", "t.toml",
+     'prompt_input = "Q: {instruction}\\n{input}\\nA:"\nprompt_no_input = "Q: {instruction}\\nA:"\n',
      None),
     ("json ok with alpaca-lora extras", "t.json",
-     json.dumps({"description": "x", "prompt_input": "{instruction} | {input} =>", "prompt_no_input": "{instruction} =>",
+     json.dumps({"description": "x", "prompt_input": "{instruction} | {input} =>",
+                 "prompt_no_input": "{instruction} =>",
                  "response_split": "=>"}), None),
     ("no instruction placeholder", "t.toml", 'prompt_input = "{input}"\nprompt_no_input = "Q:"\n',
      "has no {instruction} placeholder"),
-    ("input template without input", "t.json", json.dumps({"prompt_input": "{instruction}", "prompt_no_input": "{instruction}"}),
+    ("input template without input", "t.json",
+     json.dumps({"prompt_input": "{instruction}", "prompt_no_input": "{instruction}"}),
      "'prompt_input' has no {input} placeholder"),
     ("missing field", "t.json", json.dumps({"prompt_input": "{instruction}{input}"}), "missing 'prompt_no_input'"),
     ("unknown field", "t.json", json.dumps({"prompt_input": "{instruction}{input}", "prompt_no_input": "{instruction}",
@@ -208,5 +217,5 @@ def test_batch_plan_covers_each_example_once_per_epoch_within_budget():
 def test_shares_split_a_batch_exactly():
     batch = (9, 4, 7, 1, 3)
     assert [share(batch, r, 2) for r in range(2)] == [[9, 7, 3], [4, 1]]
-    assert sorted(sum((share(batch, r, 3) for r in range(3)), [])) == sorted(batch)
+    assert sorted(i for r in range(3) for i in share(batch, r, 3)) == sorted(batch)
     assert share((5,), 1, 2) == []

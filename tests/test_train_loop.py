@@ -16,14 +16,16 @@ from apprentice.train.loop import TrainConfig, lr_factor, train
 from apprentice.train.templates import ALPACA
 
 LEARN = [
-    {"instruction": "Give three tips for staying healthy.", "input": "", "output": "Eat well, sleep enough and move every day."},
+    {"instruction": "Give three tips for staying healthy.", "input": "",
+     "output": "Eat well, sleep enough and move every day."},
     {"instruction": "Classify the sentiment.", "input": "The quick brown fox", "output": "positive"},
     {"instruction": "Write a poem about the sea.", "input": "", "output": "The sea is blue."},
     {"instruction": "Translate the sentence into French.", "input": "yes", "output": "oui"},
 ]
 # varied lengths so that steps hold different numbers of examples; the last one is long enough to travel alone
 MIXED = LEARN + [
-    {"instruction": f"Summarize the article {i}.", "input": "0 1 2 3 " * i, "output": "The quick brown fox " * (i % 3 + 1)}
+    {"instruction": f"Summarize the article {i}.", "input": "0 1 2 3 " * i,
+     "output": "The quick brown fox " * (i % 3 + 1)}
     for i in range(1, 9)
 ] + [{"instruction": "Write a poem about the sea.", "input": "", "output": "The sea is blue and wide. " * 12}]
 
@@ -138,14 +140,15 @@ def test_resume_continues_exactly(tiny_base_model_dir, tmp_path):
 def test_two_processes_match_one(tiny_base_model_dir, tmp_path):
     """torchrun with 2 CPU processes (gloo) splits each global batch; the loss curve equals one process's."""
     data = str(_write(tmp_path / "d.json", MIXED))
-    common = dict(base=f"hf:{tiny_base_model_dir}", data=data, lr=3e-3, max_steps=5, token_budget=512, save_every=0)
+    common = {"base": f"hf:{tiny_base_model_dir}", "data": data, "lr": 3e-3, "max_steps": 5, "token_budget": 512,
+              "save_every": 0}
     train(TrainConfig(out=str(tmp_path / "one"), **common))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "apprentice", "train", "--base", common["base"], "--data", data, "--out", str(tmp_path / "two"),
          "--lr", "3e-3", "--max-steps", "5", "--token-budget", "512", "--save-every", "0"],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True, text=True, env=env, timeout=300, check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
@@ -158,8 +161,8 @@ def test_two_processes_match_one(tiny_base_model_dir, tmp_path):
 def test_micro_batches_accumulate_to_the_same_step(tiny_base_model_dir, tmp_path):
     """--micro-budget splits a step into several forward passes; the step (and so the loss curve) is unchanged."""
     data = str(_write(tmp_path / "d.json", MIXED))
-    common = dict(base=f"hf:{tiny_base_model_dir}", data=data, lr=3e-3, max_steps=4, token_budget=512, max_len=300,
-                  save_every=0)
+    common = {"base": f"hf:{tiny_base_model_dir}", "data": data, "lr": 3e-3, "max_steps": 4, "token_budget": 512,
+              "max_len": 300, "save_every": 0}
     train(TrainConfig(out=str(tmp_path / "whole"), **common))
     train(TrainConfig(out=str(tmp_path / "micro"), micro_budget=300, **common))
     assert _losses(tmp_path / "micro") == pytest.approx(_losses(tmp_path / "whole"), rel=1e-5)

@@ -48,9 +48,8 @@ def _hf_and_ours(model, batch, chunk):
 ], ids=["llama", "gemma3", "gemma3-softcap", "llama-lora"])
 def test_loss_and_gradients_equal_hf(tmp_path, arch, softcap, lora):
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from tiny import build_tiny_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model_dir = build_tiny_model(tmp_path / "m", chat=False, arch=arch)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

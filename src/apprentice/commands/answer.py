@@ -16,7 +16,8 @@ def answer(
     prompts: str = typer.Option(
         None, help="Evaluation prompts: Self-Instruct JSONL, AlpacaEval JSON or Alpaca JSON (default: the set "
         "shipped with apprentice)."),
-    out: str = typer.Option(..., "--out", help="AlpacaEval model_outputs.json to write (resumable: rerun to continue)."),
+    out: str = typer.Option(
+        ..., "--out", help="AlpacaEval model_outputs.json to write (resumable: rerun to continue)."),
     max_tokens: int = typer.Option(D.max_tokens, help="Most tokens per answer."),
     batch_size: int = typer.Option(D.batch_size, help="Local models: prompts generated together."),
     concurrency: int = typer.Option(D.concurrency, help="openai: specs: requests in flight at once."),

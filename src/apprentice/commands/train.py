@@ -13,7 +13,8 @@ D = TrainConfig  # the dataclass's class attributes are its defaults: one source
 
 def train(
     base: str = typer.Option(..., "--base", help=f"The model to start from ({SPEC_HELP}; not openai:)."),
-    data: str = typer.Option(..., "--data", help="Training data: Alpaca JSON list or JSONL (instruction, input, output)."),
+    data: str = typer.Option(
+        ..., "--data", help="Training data: Alpaca JSON list or JSONL (instruction, input, output)."),
     out: str = typer.Option(..., "--out", help="Output directory: model, tokenizer, apprentice.json, metrics.jsonl."),
     template: str = typer.Option(
         D.template, help="Prompt template: 'alpaca', 'chat' (the tokenizer's chat template) or a TOML/JSON file "
@@ -33,13 +34,16 @@ def train(
         D.token_budget, help="Padded tokens per optimizer step over all processes (examples x longest example)."),
     micro_budget: int = typer.Option(
         None, help="Padded tokens per forward pass per process; smaller saves memory (gradient accumulation)."),
-    warmup_ratio: float = typer.Option(D.warmup_ratio, help="Share of steps with linear warmup before the cosine decay."),
+    warmup_ratio: float = typer.Option(
+        D.warmup_ratio, help="Share of steps with linear warmup before the cosine decay."),
     weight_decay: float = typer.Option(D.weight_decay, help="AdamW weight decay."),
     seed: int = typer.Option(D.seed, help="Seed for the batch order and LoRA initialisation."),
-    save_every: int = typer.Option(D.save_every, help="Steps between checkpoints (one is written at the end too); 0 = end only."),
+    save_every: int = typer.Option(
+        D.save_every, help="Steps between checkpoints (one is written at the end too); 0 = end only."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in OUT from its newest checkpoint."),
     gradient_checkpointing: bool = typer.Option(
-        False, "--gradient-checkpointing", help="Recompute activations in the backward pass: less memory, ~30% slower."),
+        False, "--gradient-checkpointing",
+        help="Recompute activations in the backward pass: less memory, about 30% slower."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the decoder (lengths bucketed to 64)."),
     precision: str = typer.Option(D.precision, help="auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32."),
     cpu: bool = typer.Option(False, "--cpu", help="Train on the CPU even when a GPU is present."),

@@ -99,7 +99,7 @@ class Sidecar:
         try:
             saved = json.loads(lines[0]).get("settings")
         except (json.JSONDecodeError, AttributeError):
-            raise UserError(f"{self.path}: not an answer sidecar (its first line holds no settings); delete it") from None
+            raise UserError(f"{self.path}: not an answer sidecar (no settings on its first line); delete it") from None
         if saved != self.settings:
             changed = sorted(k for k in self.settings if saved is None or saved.get(k) != self.settings[k])
             raise UserError(

@@ -30,7 +30,11 @@ from apprentice.errors import UserError
 from apprentice.models.spec import local_model_dir, parse_spec
 from apprentice.train.batching import BatchPlan, pack, padded, share
 from apprentice.train.checkpoint import (
-    keep_trainable_weights, latest_checkpoint, load_checkpoint, save_checkpoint, trim_metrics,
+    keep_trainable_weights,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    trim_metrics,
 )
 from apprentice.train.data import IGNORE, TokenCounts, file_sha256, load_examples, tokenize
 from apprentice.train.export import export_model
@@ -165,7 +169,8 @@ def _progress(console: Console, enabled: bool) -> Progress:
 
 def describe_counts(counts: TokenCounts, plan: BatchPlan, total_steps: int) -> str:
     return (
-        f"{counts.kept:,} examples ({counts.dropped:,} dropped: prompt fills --max-len; {counts.truncated:,} cut short),"
+        f"{counts.kept:,} examples ({counts.dropped:,} dropped: prompt fills --max-len;"
+        f" {counts.truncated:,} cut short),"
         f" {counts.prompt_tokens:,} prompt + {counts.response_tokens:,} response tokens;"
         f" {plan.steps_per_epoch:,} batches per epoch, {total_steps:,} steps"
     )
