@@ -85,6 +85,29 @@ def test_answer_asks_a_trained_model_with_its_template(trained, tmp_path):
     assert {r["generator"] for r in records} == {"student"}
 
 
+def test_chat_template_training_is_answered_with_chat_turns(tiny_model_dir, tmp_path):
+    """A model trained with --template chat saves that choice; `answer` then sends chat messages, which the local
+    backend renders with the same chat template the training prompts came from."""
+    from transformers import AutoTokenizer
+
+    from apprentice.evaluate.answer import choose_style
+    from apprentice.models.spec import parse_spec
+    from apprentice.train.data import Example, render
+    from apprentice.train.templates import ChatTemplate
+
+    out = tmp_path / "chat"
+    manifest = train(TrainConfig(base=f"hf:{tiny_model_dir}", data=str(_write(tmp_path / "d.json", LEARN)),
+                                 out=str(out), template="chat", max_steps=2, save_every=0))
+    assert manifest["template"] == {"kind": "chat"}
+    style = choose_style(parse_spec(f"hf:{out}"), base_template=False)
+    assert style.chat and style.template.kind == "chat"
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ids, labels = render(Example("Name a colour.", "", "red"), ChatTemplate(tokenizer), tokenizer, 512)
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Name a colour."}], tokenize=False,
+                                           add_generation_prompt=True)
+    assert ids[: labels.count(-100)] == tokenizer(prompt, add_special_tokens=False).input_ids
+
+
 LR_CASES = [(0, 2, 10, 0.0), (1, 2, 10, 0.5), (2, 2, 10, 1.0), (6, 2, 10, 0.5), (10, 2, 10, 0.0), (0, 0, 4, 1.0)]
 
 
