@@ -16,7 +16,6 @@ is written at the end (temp file, then rename) and the sidecar removed.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from apprentice.errors import UserError
 from apprentice.evaluate.prompts import EvalPrompt, load_prompts
+from apprentice.jsonfile import write_json_atomic
 from apprentice.models.base import Request
 from apprentice.models.spec import BackendOptions, ModelSpec, local_model_dir, parse_spec
 from apprentice.train.templates import ALPACA, Template, has_chat_template, saved_template
@@ -125,12 +125,6 @@ class Sidecar:
             handle.write("\n")  # end the line a killed run cut short, so the next answer starts a line of its own
         handle.flush()
         return handle
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    partial = path.with_name(path.name + ".tmp")
-    partial.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(partial, path)
 
 
 def output_record(prompt: EvalPrompt, text: str, generator: str, finish_reason: str) -> dict[str, Any]:
