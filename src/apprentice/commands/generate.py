@@ -25,11 +25,11 @@ def generate(
         None, "--strategy",
         help="self-instruct (new instructions, then one request per example; works with small teachers) or alpaca "
              "(one prompt lists 3 seed tasks, the teacher writes up to 16 more). Default: self-instruct for chat "
-             "teachers, alpaca for completion teachers."),
+             "models (chat API, or a local model with a chat template), else alpaca."),
     api: str = typer.Option(
         None, "--api",
-        help="Talk to the teacher through chat messages or plain completion prompts. Default: chat for openai: "
-             "teachers, otherwise whether the model has a chat template."),
+        help="Talk to the teacher through chat messages or plain prompts to continue (completion). Default: chat "
+             "for openai: teachers, completion for local models (small chat models follow it better)."),
     concurrency: int = typer.Option(8, "--concurrency", "-c", help="Requests in flight (local teachers: batch size)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the request plan; the same seed and answers give the same data."),
     max_requests: int = typer.Option(

@@ -33,8 +33,8 @@ class GenerateConfig:
     out: Path  # run directory
     num: int = 100  # records to keep
     seeds: Path | None = None  # seed tasks (Self-Instruct JSONL); None: the seed tasks shipped with apprentice
-    strategy: str | None = None  # alpaca | self-instruct; None: self-instruct for chat teachers, else alpaca
-    api: str | None = None  # chat | completion; None: chat for openai: specs, else whether the model has a chat template
+    strategy: str | None = None  # alpaca | self-instruct; None: self-instruct for chat models, else alpaca
+    api: str | None = None  # chat | completion; None: chat for openai: specs, completion (plain prompts) for local ones
     seed: int = 0  # seeds every choice of the request plan, and is sent with every request
     concurrency: int = 8  # requests in flight (HTTP) or generated together (local)
     max_requests: int | None = None  # stop after this many requests; None: max(50, 10 * num)
@@ -63,22 +63,24 @@ def resolve(config: GenerateConfig) -> GenerateConfig:
     if config.max_requests is not None and config.max_requests < 1:
         raise UserError(f"--max-requests must be at least 1, got {config.max_requests}")
     spec = parse_spec(config.teacher)
-    api = config.api or (CHAT if teacher_has_chat_template(spec) else COMPLETION)
+    # Local models get plain prompts to continue, chat models too: measured with SmolLM2-135M-Instruct, a chat
+    # message listing tasks is answered by copying the list, while the same list to continue gets new tasks.
+    api = config.api or (CHAT if spec.kind == "openai" else COMPLETION)
     return replace(
         config,
         api=api,
-        strategy=config.strategy or (SELF_INSTRUCT if api == CHAT else ALPACA),
+        strategy=config.strategy or (SELF_INSTRUCT if is_chat_model(spec, api) else ALPACA),
         max_requests=config.max_requests or max(50, 10 * config.num),
         cache=config.cache or config.out / "requests.sqlite",
         window=config.window or max(8, 2 * config.concurrency),
     )
 
 
-def teacher_has_chat_template(spec: ModelSpec) -> bool:
-    """OpenAI-compatible servers are asked through chat; a local model when its tokenizer has a chat template
-    (a hub id not downloaded yet is assumed to have one)."""
+def is_chat_model(spec: ModelSpec, api: str) -> bool:
+    """Whether the teacher is a chat model: a server is when it is talked to through chat; a local model when its
+    tokenizer has a chat template (a hub id not downloaded yet is assumed to have one)."""
     if spec.kind == "openai":
-        return True
+        return api == CHAT
     path = Path(local_model_dir(spec))
     if not path.is_dir():
         return True

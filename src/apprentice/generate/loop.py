@@ -70,7 +70,7 @@ class Plan:
     bootstrap_new: int = 8  # new instructions asked for (and taken) per bootstrap prompt
     bootstrap_max_tokens: int = 320  # 8 one-line instructions; more only lets a small teacher ramble
     instance_examples: int = 2  # worked seed examples shown in an instance prompt
-    instance_max_tokens: int = 384  # an input and an output of up to ~100 words, with room to spare
+    instance_max_tokens: int = 300  # Self-Instruct's limit: an input and an output of about 100 words fit
 
 
 @dataclass(frozen=True)

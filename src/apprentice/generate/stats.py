@@ -76,7 +76,8 @@ class RunStats:
     def progress_text(self) -> str:
         rate = self.answers / self.seconds if self.seconds > 0 else 0.0
         tokens = self.prompt_tokens + self.completion_tokens
-        return (f"accept {self.acceptance:.0%} · {rate:.1f} req/s · {self.answers} req ({self.cached} cached) · "
+        return (f"accept {self.acceptance:.0%} · {rate:.{1 if rate >= 10 else 2}f} req/s · {self.answers} req "
+                f"({self.cached} cached) · "
                 f"{tokens:,} tok · ${self.cost_usd:.4f}")
 
     def to_json(self) -> dict:
