@@ -3,7 +3,8 @@
 Run by hand (results go to docs/BENCHMARKS.md):
 
     python bench/generate_throughput.py                          # delay 100 ms, concurrency 16
-    python bench/generate_throughput.py --delay 0.1 --concurrency 8 16 32
+    python bench/generate_throughput.py --delay 0.1 --concurrency 4 16 32
+    python bench/generate_throughput.py --concurrency 4 16 32 --shared-ssl-context   # the backend what-if below
 
 The teacher is an OpenAI-compatible HTTP server on 127.0.0.1 (tests/servers.py's ScriptedServer, run in a process
 of its own so that it does not share the client's interpreter) that sleeps `--delay` seconds, then answers a bootstrap prompt with 8 new instructions and an instance prompt with an input and
@@ -33,12 +34,12 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from servers import ScriptedServer, chat_reply  # noqa: E402
+from servers import ScriptedServer, chat_reply
 
-from apprentice.generate.config import GenerateConfig  # noqa: E402
-from apprentice.generate.run import generate  # noqa: E402
-from apprentice.models import Request, load_model  # noqa: E402
-from apprentice.models.spec import BackendOptions  # noqa: E402
+from apprentice.generate.config import GenerateConfig
+from apprentice.generate.run import generate
+from apprentice.models import Request, load_model
+from apprentice.models.spec import BackendOptions
 
 _SYLLABLES = ["ka", "lo", "mi", "ren", "tas", "vor", "pel", "dun", "sa", "quor", "bri", "nel", "tho", "zan", "fi"]
 _VERBS = ["Describe", "Explain", "Compare", "Summarize", "Rewrite", "List", "Suggest", "Outline", "Evaluate"]
@@ -82,6 +83,24 @@ def ceiling(url: str, concurrency: int, count: int) -> float:
     return count / (time.monotonic() - started)
 
 
+def share_ssl_context() -> None:
+    """A what-if for the HTTP backend, which builds a new httpx client, and so loads the CA bundle into a new SSL
+    context (tens of ms of CPU), for every `stream` call: build one context and hand it to every client."""
+    import ssl
+
+    import httpx
+
+    context = ssl.create_default_context()
+    original = httpx.AsyncClient
+
+    class SharedContextClient(original):
+        def __init__(self, *args, **kwargs):
+            kwargs.setdefault("verify", context)
+            super().__init__(*args, **kwargs)
+
+    httpx.AsyncClient = SharedContextClient
+
+
 def serve(delay: float) -> None:
     """The teacher process: print the URL, serve until stdin closes."""
     with ScriptedServer(teacher(delay)) as server:
@@ -93,13 +112,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--delay", type=float, default=0.1, help="seconds the teacher waits before each answer")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16], help="requests in flight to measure")
-    parser.add_argument("--waves", type=int, default=12, help="requests per run = waves x concurrency (about)")
+    parser.add_argument("--waves", type=int, default=40, help="requests per run = waves x concurrency (about)")
     parser.add_argument("--sequential-requests", type=int, default=40, help="about this many for the baseline")
+    parser.add_argument("--shared-ssl-context", action="store_true",
+                        help="what-if: give every httpx client of this process one SSL context (see below)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.delay)
         return
+    if args.shared_ssl_context:
+        share_ssl_context()
 
     server = subprocess.Popen([sys.executable, __file__, "--serve", "--delay", str(args.delay)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -128,5 +128,5 @@ def test_preloaded_instructions_count_and_are_not_repeated():
     kept, _, _ = drive(make(num=6), "fifo")
     preloaded = [r["instruction"] for r in kept]
     state = make(num=10, preloaded=preloaded, salt="segment-6")
-    more, rejected, _ = drive(state, "fifo")
+    more, _, _ = drive(state, "fifo")
     assert len(more) == 4 and not {r["instruction"] for r in more} & set(preloaded)

@@ -72,7 +72,7 @@ def resolve(config: GenerateConfig) -> GenerateConfig:
         strategy=config.strategy or (SELF_INSTRUCT if is_chat_model(spec, api) else ALPACA),
         max_requests=config.max_requests or max(50, 10 * config.num),
         cache=config.cache or config.out / "requests.sqlite",
-        window=config.window or max(8, 2 * config.concurrency),
+        window=config.window or max(16, 8 * config.concurrency),
     )
 
 

@@ -83,7 +83,7 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write `data` as indented JSON to `path` through a temporary file in the same directory and a rename."""
-    handle = tempfile.NamedTemporaryFile(
+    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by the `with` below, unlinked on failure
         "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
     )
     try:
