@@ -65,7 +65,7 @@ def drive(state: Generation, order: str, seed: int = 0) -> tuple[list, list, int
     return kept, rejected, state.created
 
 
-def make(strategy=SELF_INSTRUCT, num=20, max_requests=500, window=6, chat=True, **kwargs) -> Generation:
+def make(strategy=SELF_INSTRUCT, num=20, max_requests=500, window=30, chat=True, **kwargs) -> Generation:
     plan = Plan(strategy=strategy, chat=chat, seed=3, num=num, max_requests=max_requests, window=window)
     return Generation(plan, SEEDS, FilterConfig(), teacher="t", **kwargs)
 

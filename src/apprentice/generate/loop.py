@@ -155,11 +155,16 @@ class Generation:
     # ---- planning -----------------------------------------------------------------------------------------------
 
     def new_jobs(self) -> list[Job]:
-        """Jobs created since the last call (instance jobs spawned by commits, then new prompts up to the window)."""
-        while not self.finished and self._wants_generator():
-            self._create_generator()
+        """Jobs created since the last call: the first prompts, then what each commit planned."""
+        if self.created == 0:
+            self._plan_generators()
         jobs, self._unsent = self._unsent, []
         return jobs
+
+    def _plan_generators(self) -> None:
+        # Called at start and after every single commit, never at a time set by when answers arrive.
+        while not self.finished and self._wants_generator():
+            self._create_generator()
 
     def _wants_generator(self) -> bool:
         instances = sum(1 for job in self._uncommitted.values() if job.kind == "instance")
@@ -239,6 +244,7 @@ class Generation:
             job = self._uncommitted.pop(self.committed)
             outcomes.append(self._commit(job, self._answers.pop(self.committed)))
             self.committed += 1
+            self._plan_generators()
         if self.finished:  # answers still in flight add nothing: the run ends here, whenever they arrive
             self._uncommitted.clear()
             self._answers.clear()
