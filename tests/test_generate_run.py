@@ -423,3 +423,25 @@ def test_bundled_teacher_writes_records_that_pass_the_filters(tmp_path):
     saved = json.loads((out / "generate_config.json").read_text())
     assert (saved["api"], saved["strategy"]) == ("completion", "self-instruct")  # the defaults for a local chat model
     assert json.loads((out / "stats.json").read_text())["kept"] == 3
+
+
+def test_a_teacher_that_fails_for_good_stops_with_one_line_and_keeps_what_it_had(tmp_path, seeds_file):
+    answered = []
+    good = varied_teacher(delay=0)
+
+    def teacher(path, body):
+        if len(answered) >= 6:
+            return Reply(status=404, body={"error": {"message": "the model 'scripted' does not exist"}})
+        answered.append(path)
+        return good(path, body)
+
+    out = tmp_path / "run"
+    with ScriptedServer(teacher) as server:
+        proc = subprocess.run(_cli(server.url, out, seeds_file, 20), check=False, capture_output=True, text=True,
+                              timeout=120)
+    assert proc.returncode == 2 and "HTTP 404" in proc.stderr and "Traceback" not in proc.stderr
+    kept = _data(out)
+    assert 1 <= len(kept) < 20
+    assert [(r["instruction"], r["input"], r["output"]) for r in json.loads((out / "alpaca_data.json").read_text())] \
+        == kept
+    assert json.loads((out / "stats.json").read_text())["kept"] == len(kept)

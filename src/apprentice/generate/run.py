@@ -8,9 +8,10 @@ kept and rejected record as it is committed, shows a live progress bar, and writ
 Resuming: rerunning the same command replays the run from its first request. The plan is deterministic and the
 answers already received come back from the response cache, so the replay rebuilds exactly the state the killed
 run had (ROUGE index included) without paying again; records already in `data.jsonl` and `rejected.jsonl` are
-checked and skipped, not written twice, and the run goes on from there to `--num`. If the cache cannot replay the
-records (it was deleted, or the teacher changed its answers) the run continues from the records in `data.jsonl`
-instead, with a fresh plan: still no duplicates, but no longer the same set as an uninterrupted run.
+checked and skipped, not written twice, and the run goes on from there to `--num`. A new `--num`, or a cache that
+cannot replay the records (deleted, or another `--cache`), starts a new *segment*: a new plan, seeded by where it
+starts, that takes the records already there as kept (still no duplicates). The segment's start is saved in
+generate_config.json, so a segment is replayed like a whole run when it is resumed in turn.
 
     from apprentice.generate.run import generate
     result = generate(GenerateConfig(teacher="bundled:smollm2-135m-instruct", out=Path("runs/x"), num=20))
@@ -129,21 +130,23 @@ def generate(config: GenerateConfig, console: Console | None = None) -> RunResul
                       f"{len(existing)} records with a new plan")
         segment, replayed = _Segment(len(existing), len(rejected)), False
     store.write_json_atomic(saved_path, {**current, "segment": asdict(segment)})
-    if len(existing) < config.num:
-        spec = parse_spec(config.teacher)
-        model = load_model(spec, BackendOptions(concurrency=config.concurrency, batch_size=config.concurrency))
-        try:
+    try:
+        if len(existing) < config.num:
+            spec = parse_spec(config.teacher)
+            model = load_model(spec, BackendOptions(concurrency=config.concurrency, batch_size=config.concurrency))
             try:
-                status = _run(model, config, seeds, stats, existing, len(rejected), segment, console)
-            except _Diverged:
-                console.print(f"[yellow]the response cache does not replay the records in {store.DATA} (was it "
-                              f"deleted?); continuing from the {len(existing)} records with a new plan[/]")
-                segment, replayed = _Segment(len(existing), len(rejected)), False
-                store.write_json_atomic(saved_path, {**current, "segment": asdict(segment)})
-                status = _run(model, config, seeds, stats, existing, len(rejected), segment, console)
-        finally:
-            model.close()
-    _finish(out, stats)
+                try:
+                    status = _run(model, config, seeds, stats, existing, len(rejected), segment, console)
+                except _Diverged:
+                    console.print(f"[yellow]the response cache does not replay the records in {store.DATA} (was "
+                                  f"it deleted?); continuing from the {len(existing)} records with a new plan[/]")
+                    segment, replayed = _Segment(len(existing), len(rejected)), False
+                    store.write_json_atomic(saved_path, {**current, "segment": asdict(segment)})
+                    status = _run(model, config, seeds, stats, existing, len(rejected), segment, console)
+            finally:
+                model.close()
+    finally:  # also after Ctrl-C or a teacher that failed for good: the Alpaca list and counters match data.jsonl
+        _finish(out, stats)
     return RunResult(status, stats, config, len(existing), replayed)
 
 
