@@ -117,3 +117,23 @@ def test_http_backend_against_serve_batches_concurrent_requests(server, local):
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         texts = list(pool.map(lambda r: model.generate([r])[0].text, requests[:4]))
     assert texts == expected[:4]
+
+
+def test_presence_penalty_subtracts_once_per_generated_token():
+    import torch
+
+    from apprentice.models.local import PresencePenalty
+
+    scores = torch.zeros(2, 6)
+    input_ids = torch.tensor([[5, 5, 1, 1, 2], [5, 0, 3, 4, 4]])  # prompt width 2, then the completion so far
+    out = PresencePenalty(2.0, prompt_width=2)(input_ids, scores)
+    assert out.tolist() == [[0, -2, -2, 0, 0, 0], [0, 0, 0, -2, -2, 0]]
+
+
+def test_presence_penalty_stops_greedy_repeats(local):
+    plain, penalised = local.generate([
+        Request(prompt="The quick brown fox", max_tokens=24),
+        Request(prompt="The quick brown fox", max_tokens=24, presence_penalty=100.0),
+    ])
+    # the random tiny model loops on one token greedily; penalised, it has to keep moving to new ones
+    assert len(set(plain.text)) <= 3 < len(set(penalised.text))

@@ -23,6 +23,25 @@ def truncate_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+class PresencePenalty:
+    """OpenAI's presence penalty for transformers' generate: every token already in this row's completion has
+    `penalty` subtracted from its logit, once, however often it appeared. Rows are left-padded, so the completion
+    starts at the same column (`prompt_width`) in every row."""
+
+    def __init__(self, penalty: float, prompt_width: int):
+        self.penalty = penalty
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        generated = input_ids[:, self.prompt_width :]
+        if generated.shape[1] == 0:
+            return scores
+        seen = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, generated, True)
+        return scores - self.penalty * seen
+
+
 def pick_device(requested: str | None) -> str:
     import torch
 
@@ -97,7 +116,7 @@ class LocalModel(Model):
 
         def settings(i: int) -> tuple:
             r = requests[i]
-            return (r.temperature, r.top_p, r.stop, r.logprobs or 0, r.seed is None, r.seed or 0)
+            return (r.temperature, r.top_p, r.stop, r.presence_penalty, r.logprobs or 0, r.seed is None, r.seed or 0)
 
         order = sorted(range(len(requests)), key=lambda i: (settings(i), lengths[i]))
         for _, group in groupby(order, key=settings):
@@ -129,6 +148,11 @@ class LocalModel(Model):
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if first.stop:
             kwargs.update(stop_strings=list(first.stop), tokenizer=self.tokenizer)
+        if first.presence_penalty:
+            from transformers import LogitsProcessorList
+
+            penalty = PresencePenalty(first.presence_penalty, encoded["input_ids"].shape[1])
+            kwargs.update(logits_processor=LogitsProcessorList([penalty]))
         with self._lock, torch.inference_mode():
             if first.seed is not None:
                 torch.manual_seed(first.seed)
