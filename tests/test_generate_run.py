@@ -401,17 +401,18 @@ def test_against_apprentice_serve_over_a_tiny_model_everything_is_recorded(tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # about 3 minutes on an idle 2-core CPU; a loaded one can be several times slower
 def test_bundled_teacher_writes_records_that_pass_the_filters(tmp_path):
     from apprentice.generate.filters import check_example, normalize_no_input
     from apprentice.generate.rouge import RougeLIndex
 
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "apprentice", "generate", "--teacher", "bundled:smollm2-135m-instruct", "--num", "3",
-         "--out", str(out), "--max-requests", "60"], check=False, capture_output=True, text=True, timeout=900)
+        [sys.executable, "-m", "apprentice", "generate", "--teacher", "bundled:smollm2-135m-instruct", "--num", "2",
+         "--out", str(out), "--max-requests", "40"], check=False, capture_output=True, text=True, timeout=1700)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     records = _lines(out / "data.jsonl")
-    assert len(records) == 3 and "generate: summary" in proc.stdout
+    assert len(records) == 2 and "generate: summary" in proc.stdout
     index = RougeLIndex(0.7)
     config = FilterConfig()
     for record in records:
@@ -422,7 +423,7 @@ def test_bundled_teacher_writes_records_that_pass_the_filters(tmp_path):
         index.add(record["instruction"])
     saved = json.loads((out / "generate_config.json").read_text())
     assert (saved["api"], saved["strategy"]) == ("completion", "self-instruct")  # the defaults for a local chat model
-    assert json.loads((out / "stats.json").read_text())["kept"] == 3
+    assert json.loads((out / "stats.json").read_text())["kept"] == 2
 
 
 def test_a_teacher_that_fails_for_good_stops_with_one_line_and_keeps_what_it_had(tmp_path, seeds_file):

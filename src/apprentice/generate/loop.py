@@ -314,8 +314,6 @@ class Generation:
                          output=output, similar=similar)
             return
         self._add(self.index, self.index_texts, instruction)
-        if self.plan.strategy == ALPACA:  # one pass: the kept set is the proposed set
-            self._add(self.proposed, self.proposed_texts, instruction)
         self.kept.append(instruction)
         job = outcome.job
         outcome.kept.append({
