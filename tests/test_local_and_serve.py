@@ -137,3 +137,22 @@ def test_presence_penalty_stops_greedy_repeats(local):
     ])
     # the random tiny model loops on one token greedily; penalised, it has to keep moving to new ones
     assert len(set(plain.text)) <= 3 < len(set(penalised.text))
+
+
+def test_record_db_opened_by_many_threads_at_once_migrates_once(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from apprentice.models.record import MIGRATIONS, open_db
+
+    path = tmp_path / "calls.sqlite"
+
+    def open_and_read(_):
+        db = open_db(path)
+        try:
+            return [row[0] for row in db.execute("SELECT name FROM migrations")]
+        finally:
+            db.close()
+
+    with ThreadPoolExecutor(8) as pool:
+        seen = list(pool.map(open_and_read, range(8)))
+    assert seen == [[name for name, _ in MIGRATIONS]] * 8

@@ -12,6 +12,7 @@ import email.utils
 import os
 import queue
 import random
+import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -27,6 +28,15 @@ RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
 MAX_BACKOFF_S = 30.0
 MAX_RETRY_AFTER_S = 120.0
 UNHEALTHY_FOR_S = 5.0  # a base URL that just failed is skipped for this long while others remain
+_SSL_CONTEXT: ssl.SSLContext | None = None
+
+
+def shared_ssl_context() -> ssl.SSLContext:
+    """One SSL context for every client: building one loads the CA bundle, 40-90 ms of CPU each time."""
+    global _SSL_CONTEXT
+    if _SSL_CONTEXT is None:
+        _SSL_CONTEXT = ssl.create_default_context()
+    return _SSL_CONTEXT
 
 
 class _Retryable(Exception):
@@ -216,7 +226,7 @@ class OpenAIModel(Model):
                               max_keepalive_connections=self.options.concurrency)
         semaphore = asyncio.Semaphore(self.options.concurrency)
         async with httpx.AsyncClient(timeout=httpx.Timeout(self.options.timeout), limits=limits,
-                                     headers=headers) as client:
+                                     headers=headers, verify=shared_ssl_context()) as client:
 
             async def one(index: int, request: Request) -> None:
                 async with semaphore:

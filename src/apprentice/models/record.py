@@ -45,12 +45,21 @@ def open_db(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
-    done = {row[0] for row in db.execute("SELECT name FROM migrations")}
-    for name, migrate in MIGRATIONS:
-        if name not in done:
-            with db:
+    # several threads or processes may open a new file at once: take the write lock before looking, so each
+    # migration runs exactly once
+    db.isolation_level = None
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        done = {row[0] for row in db.execute("SELECT name FROM migrations")}
+        for name, migrate in MIGRATIONS:
+            if name not in done:
                 migrate(db)
                 db.execute("INSERT INTO migrations VALUES (?, ?)", (name, time.time()))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.isolation_level = ""
     return db
 
 
