@@ -200,3 +200,13 @@ def test_shipped_configs_load():
     assert demo.teacher.model == "bundled:smollm2-135m-instruct" and demo.train.lora
     for path in sorted((Path(__file__).parents[1] / "examples").glob("*.toml")):
         assert load_config(path).train.base
+
+
+def test_capped_generation_goes_on_with_what_was_kept(tmp_path, teacher, tiny_base_model_dir):
+    config = write_config(tmp_path, teacher, tiny_base_model_dir,
+                          **{"num = 6": "num = 50", "max_requests = 30": "max_requests = 2"})
+    result = run_cli("run", str(config), "--out", str(tmp_path / "run"))
+    assert result.returncode == 0, result.stderr
+    assert "generate stopped at max_requests with 6 of 50 records" in " ".join(result.stdout.split())
+    assert len(json.loads((tmp_path / "run" / "generate" / "alpaca_data.json").read_text())) == 6
+    assert (tmp_path / "run" / "report.html").exists()

@@ -64,11 +64,18 @@ def _generate(config: RunConfig, run_dir: Path, resuming: bool, console: Console
     from apprentice.generate.run import generate
 
     g = config.generate
-    generate(GenerateConfig(
+    result = generate(GenerateConfig(
         teacher=config.teacher.model, out=run_dir / "generate", num=g.num, seeds=g.seeds, strategy=g.strategy,
         api=g.api, seed=g.seed, concurrency=config.teacher.concurrency, max_requests=g.max_requests,
         price_in=g.price_in, price_out=g.price_out, threshold=g.threshold, filters=g.filters,
     ), console)
+    kept = result.stats.kept
+    if kept == 0:
+        raise UserError(f"the teacher produced no usable records in {run_dir / 'generate'} (see rejected.jsonl): "
+                        "try another teacher or strategy, or raise [generate] max_requests")
+    if result.status == "capped":
+        console.print(f"[yellow]generate stopped at max_requests with {kept} of {g.num} records[/]; the run goes on "
+                      "with those (raise [generate] max_requests for more)")
 
 
 def _train(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -> None:
