@@ -374,7 +374,9 @@ def test_a_cut_anywhere_in_a_later_segment_replays_to_the_same_files(tmp_path, s
         (out / "rejected.jsonl").write_text("".join(rejections))
         paid = server.count()
         again = generate(GenerateConfig(teacher=teacher, out=out, num=10, seeds=seeds_file, concurrency=3))
-        assert server.count() == paid  # everything came from the cache
+        # every answer the records need comes from the cache; the only new calls allowed are the few the dispatcher
+        # sends ahead (at most --concurrency) that the first run had in flight, unrecorded, when it reached --num
+        assert server.count() - paid <= 3
     assert again.replayed and again.resumed_from == 7
     assert (out / "data.jsonl").read_text() == data and (out / "rejected.jsonl").read_text() == rejected
 
