@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from apprentice.errors import UserError
+from apprentice.jsonfile import write_json_atomic  # noqa: F401 - the run writes its JSON files through store
 
 DATA = "data.jsonl"
 REJECTED = "rejected.jsonl"
@@ -79,23 +79,6 @@ def read_log(path: Path) -> list[dict[str, Any]]:
             raise UserError(f"{path}:{number}: expected a JSON object; fix or remove the line to resume")
         records.append(record)
     return records
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write `data` as indented JSON to `path` through a temporary file in the same directory and a rename."""
-    handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by the `with` below, unlinked on failure
-        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with handle:
-            json.dump(data, handle, ensure_ascii=False, indent=2)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
 
 
 def alpaca_records(records: list[dict[str, Any]]) -> list[dict[str, str]]:
