@@ -19,7 +19,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
-from servers import free_port
+from servers import free_port, stop_process
 
 GENERATOR_A = "zebra-tutor-7b"
 GENERATOR_B = "quokka-student-270m"
@@ -89,13 +89,7 @@ class AnnotateServer:
         self._start()
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
 
     def __enter__(self) -> AnnotateServer:
         return self

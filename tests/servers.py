@@ -141,6 +141,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    """Ask a server subprocess to stop (SIGTERM), kill it if it has not within 10 s, and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 class ServeProcess:
     """`apprentice serve --model SPEC` in a subprocess on a free port; waits until /v1/models answers."""
 
@@ -170,12 +181,7 @@ class ServeProcess:
         raise RuntimeError("serve did not start in time")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
 
     def __enter__(self) -> ServeProcess:
         return self
