@@ -4,7 +4,7 @@ Run by hand (results go to docs/BENCHMARKS.md):
 
     python bench/generate_throughput.py                          # delay 100 ms, concurrency 16
     python bench/generate_throughput.py --delay 0.1 --concurrency 4 16 32
-    python bench/generate_throughput.py --concurrency 4 16 32 --shared-ssl-context   # the backend what-if below
+    python bench/generate_throughput.py --concurrency 4 16 32 --waves 100   # longer runs: steady state
 
 The teacher is an OpenAI-compatible HTTP server on 127.0.0.1 (tests/servers.py's ScriptedServer, run in a process
 of its own so that it does not share the client's interpreter) that sleeps `--delay` seconds, then answers a bootstrap prompt with 8 new instructions and an instance prompt with an input and
@@ -83,24 +83,6 @@ def ceiling(url: str, concurrency: int, count: int) -> float:
     return count / (time.monotonic() - started)
 
 
-def share_ssl_context() -> None:
-    """A what-if for the HTTP backend, which builds a new httpx client, and so loads the CA bundle into a new SSL
-    context (tens of ms of CPU), for every `stream` call: build one context and hand it to every client."""
-    import ssl
-
-    import httpx
-
-    context = ssl.create_default_context()
-    original = httpx.AsyncClient
-
-    class SharedContextClient(original):
-        def __init__(self, *args, **kwargs):
-            kwargs.setdefault("verify", context)
-            super().__init__(*args, **kwargs)
-
-    httpx.AsyncClient = SharedContextClient
-
-
 def serve(delay: float) -> None:
     """The teacher process: print the URL, serve until stdin closes."""
     with ScriptedServer(teacher(delay)) as server:
@@ -114,15 +96,11 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[16], help="requests in flight to measure")
     parser.add_argument("--waves", type=int, default=40, help="requests per run = waves x concurrency (about)")
     parser.add_argument("--sequential-requests", type=int, default=40, help="about this many for the baseline")
-    parser.add_argument("--shared-ssl-context", action="store_true",
-                        help="what-if: give every httpx client of this process one SSL context (see below)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.delay)
         return
-    if args.shared_ssl_context:
-        share_ssl_context()
 
     server = subprocess.Popen([sys.executable, __file__, "--serve", "--delay", str(args.delay)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

@@ -100,6 +100,55 @@ def test_concurrency_is_bounded():
     assert peak[0] == 3
 
 
+def test_concurrency_bound_is_shared_by_streams_from_several_threads():
+    active, peak, lock = [0], [0], threading.Lock()
+
+    def handler(path, body):
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+        time.sleep(0.05)
+        with lock:
+            active[0] -= 1
+        return chat_reply(body["messages"][0]["content"])
+
+    results: dict[int, list[str]] = {}
+    with ScriptedServer(handler) as server:
+        model = load_model(f"openai:m@{server.url}", BackendOptions(concurrency=3))
+
+        def stream(worker: int) -> None:
+            texts = [f"{worker}-{i}" for i in range(6)]
+            results[worker] = [r.text for r in model.generate([chat(t) for t in texts])]
+
+        threads = [threading.Thread(target=stream, args=(w,)) for w in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        model.close()
+    assert results == {w: [f"{w}-{i}" for i in range(6)] for w in range(4)}
+    assert peak[0] == 3
+    assert model.stats["http_requests"] == 24
+
+
+def test_leaving_a_stream_early_cancels_the_rest_and_the_model_stays_usable():
+    with ScriptedServer(lambda p, b: Reply(delay=0.3, body=chat_reply("slow").body)) as server:
+        model = load_model(f"openai:m@{server.url}", BackendOptions(concurrency=1))
+        answers = model.stream([chat(str(i)) for i in range(6)])
+        first_index, first = next(answers)
+        answers.close()
+        time.sleep(0.8)  # time for two or three more requests, had they not been cancelled
+        asked = server.count()
+        assert first.text == "slow" and asked <= 2
+        [again] = model.generate([chat("again")])
+        assert again.text == "slow" and server.count() == asked + 1
+        model.close()
+        model.close()  # closing twice is harmless
+        [after_close] = model.generate([chat("after close")])  # and a closed model starts again on use
+        model.close()
+    assert after_close.text == "slow"
+
+
 def test_several_urls_spread_and_skip_a_dead_one():
     with ScriptedServer(lambda p, b: chat_reply("one")) as one, ScriptedServer(lambda p, b: chat_reply("two")) as two:
         dead = "http://127.0.0.1:9/v1"  # nothing listens on the discard port

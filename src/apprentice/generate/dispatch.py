@@ -24,17 +24,12 @@ from collections.abc import Callable, Iterable
 
 from apprentice.models.base import Completion, Model, Request
 
-# A feeder that finds only a few free slots waits this long for a burst of answers to free more, so that one stream
-# call (which may cost a new HTTP client) carries several requests; short, so a lone free slot barely idles.
-LINGER_S = 0.002
-
 
 class Dispatcher:
     def __init__(self, make_model: Callable[[], Model], concurrency: int, feeders: int):
         if concurrency < 1 or feeders < 1:
             raise ValueError("concurrency and feeders must be at least 1")
         self.concurrency = concurrency
-        self._fill_to = max(1, concurrency // 2)
         self._make_model = make_model
         self._waiting: deque[tuple[int, Request]] = deque()
         self._in_flight = 0
@@ -52,9 +47,14 @@ class Dispatcher:
             return self._in_flight
 
     def submit(self, jobs: Iterable[tuple[int, Request]]) -> None:
+        # Wake one feeder per new job, not all of them: with dozens of feeders, waking every one on every answer
+        # costs more CPU than the answers. A woken feeder takes all it can, and each freed slot wakes one more,
+        # so no job waits beside a free slot.
         with self._cond:
+            count = len(self._waiting)
             self._waiting.extend(jobs)
-            self._cond.notify_all()
+            if len(self._waiting) > count:
+                self._cond.notify(len(self._waiting) - count)
 
     def get(self, timeout: float | None = None) -> tuple[int, Completion] | None:
         """The next answer as (job id, completion); None after `timeout` seconds without one."""
@@ -81,11 +81,6 @@ class Dispatcher:
         with self._cond:
             while not self._closed and not (self._waiting and self._in_flight < self.concurrency):
                 self._cond.wait()
-            # Let a burst of answers free more slots before paying for a stream call (a new HTTP client)
-            deadline = time.monotonic() + LINGER_S
-            while (not self._closed and self.concurrency - self._in_flight < min(len(self._waiting), self._fill_to)
-                   and (left := deadline - time.monotonic()) > 0):
-                self._cond.wait(left)
             if self._closed:
                 return None
             count = min(len(self._waiting), self.concurrency - self._in_flight)
@@ -101,7 +96,7 @@ class Dispatcher:
                     for position, completion in answers:
                         with self._cond:
                             self._in_flight -= 1
-                            self._cond.notify_all()
+                            self._cond.notify()
                             closed = self._closed
                         if closed:
                             break

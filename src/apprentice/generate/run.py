@@ -146,6 +146,7 @@ def generate(config: GenerateConfig, console: Console | None = None) -> RunResul
             finally:
                 model.close()
     finally:  # also after Ctrl-C or a teacher that failed for good: the Alpaca list and counters match data.jsonl
+        stats.stop()
         _finish(out, stats)
     return RunResult(status, stats, config, len(existing), replayed)
 
@@ -182,6 +183,7 @@ def _run(model: Model, config: GenerateConfig, seeds: list[SeedTask], stats: Run
                 if time.monotonic() - last_stats > STATS_EVERY_S:
                     store.write_json_atomic(config.out / store.STATS, stats.to_json())
                     last_stats = time.monotonic()
+        stats.stop()
         ended = True
     finally:
         dispatcher.close(wait_s=30.0 if ended else 2.0)  # on errors and Ctrl-C, do not wait for slow answers

@@ -35,6 +35,7 @@ class RunStats:
     paid_prompt_tokens: int = 0
     paid_completion_tokens: int = 0
     started: float = field(default_factory=time.monotonic)
+    ended: float | None = None  # set by `stop`; until then the run's time runs on
 
     def add_answer(self, completion: Completion) -> None:
         self.answers += 1
@@ -50,9 +51,15 @@ class RunStats:
     def paid(self) -> int:
         return self.answers - self.cached
 
+    def stop(self) -> None:
+        """The run's clock stops here (the first call counts): waiting for surplus answers still in flight, writing
+        the final files and the summary are not the run's time."""
+        if self.ended is None:
+            self.ended = time.monotonic()
+
     @property
     def seconds(self) -> float:
-        return time.monotonic() - self.started
+        return (self.ended or time.monotonic()) - self.started
 
     @property
     def candidates(self) -> int:

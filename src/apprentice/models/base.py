@@ -11,7 +11,8 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class Request:
 
     def key(self) -> str:
         """A stable hash of everything that determines the answer (used by the response cache)."""
+        return self._key
+
+    @cached_property
+    def _key(self) -> str:  # computed once: the cache, the call record and the run's records all ask for it
         blob = json.dumps(self.to_json(), sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
@@ -62,6 +67,10 @@ class Completion:
     # top log-probabilities of the first generated token, {token_text: logprob}, when the backend returns them
     top_logprobs: dict[str, float] | None = None
     raw: dict = field(default_factory=dict)  # the backend's raw response, for the record
+
+    def to_record(self) -> dict:
+        """The fields worth storing (not `cached`), without copying `raw` as `dataclasses.asdict` would."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "cached"}
 
 
 ProgressCallback = Callable[[int, Completion], None]

@@ -1,6 +1,7 @@
 """OpenAI-compatible HTTP backend (OpenAI, vLLM, llama.cpp's llama-server, Ollama, `apprentice serve`).
 
-Async httpx under a synchronous `stream()`: a bounded number of requests in flight, retries with exponential backoff
+Async httpx under a synchronous `stream()`: one event loop thread and one connection pool per model, shared by every
+`stream` call from any thread, a bounded number of requests in flight across them all, retries with exponential backoff
 and jitter on 429/5xx/timeouts/dropped connections (honouring Retry-After), no retry on other 4xx, and requests
 spread round-robin over several base URLs, skipping one that just failed.
 """
@@ -149,6 +150,12 @@ class OpenAIModel(Model):
         self.http_stats = HttpStats()
         self._next_url = 0
         self._unhealthy_until: dict[str, float] = {}
+        # started on first use by `_ensure_started`; everything on the loop runs in its one thread, so the counters
+        # and URL health above need no lock
+        self._start_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._slots: asyncio.Queue | None = None  # of httpx clients, one per request slot
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, options: BackendOptions) -> OpenAIModel:
@@ -220,58 +227,67 @@ class OpenAIModel(Model):
             return completion
         raise BackendError(f"request failed after {self.options.max_retries + 1} tries; last error: {last_error}")
 
-    async def _run(self, requests: Sequence[Request], out: queue.Queue) -> None:
+    def _ensure_started(self) -> asyncio.AbstractEventLoop:
+        """Start the model's event loop thread and HTTP clients on first use; later calls reuse them, so a stream
+        call costs a few scheduled coroutines, not a new thread, loop, client and connection pool."""
+        with self._start_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="apprentice-http", daemon=True)
+                thread.start()
+                self._slots = asyncio.run_coroutine_threadsafe(self._open_slots(), loop).result()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    async def _open_slots(self) -> asyncio.Queue:
+        """One small client per request slot, handed out through a queue that bounds the requests in flight across
+        all stream calls. Why not one client with `concurrency` connections: httpcore's pool checks every one of
+        its connections each time it places a request, so its cost per request grows with the pool (at 32 in flight
+        that pool bookkeeping was most of the backend's CPU); a client per slot keeps it constant."""
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        limits = httpx.Limits(max_connections=self.options.concurrency,
-                              max_keepalive_connections=self.options.concurrency)
-        semaphore = asyncio.Semaphore(self.options.concurrency)
-        async with httpx.AsyncClient(timeout=httpx.Timeout(self.options.timeout), limits=limits,
-                                     headers=headers, verify=shared_ssl_context()) as client:
+        connections = len(self.base_urls)  # a slot keeps a connection to each URL it has used
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        slots: asyncio.Queue = asyncio.Queue()
+        for _ in range(self.options.concurrency):
+            slots.put_nowait(httpx.AsyncClient(timeout=httpx.Timeout(self.options.timeout), limits=limits,
+                                               headers=headers, verify=shared_ssl_context()))
+        return slots
 
-            async def one(index: int, request: Request) -> None:
-                async with semaphore:
-                    out.put((index, await self._complete(client, request)))
-
-            tasks = [asyncio.create_task(one(i, r)) for i, r in enumerate(requests)]
-            try:
-                await asyncio.gather(*tasks)
-            except BaseException:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                raise
+    async def _in_slot(self, request: Request) -> Completion:
+        client = await self._slots.get()
+        try:
+            return await self._complete(client, request)
+        finally:
+            self._slots.put_nowait(client)
 
     def stream(self, requests: Sequence[Request]) -> Iterator[tuple[int, Completion]]:
         if not requests:
             return
+        loop = self._ensure_started()
         out: queue.Queue = queue.Queue()
-        loop = asyncio.new_event_loop()
-        main = loop.create_task(self._run(requests, out))
-
-        def run_loop() -> None:
-            try:
-                loop.run_until_complete(main)
-            except BaseException as exc:  # noqa: BLE001 - handed to the consuming thread
-                out.put(exc)
-            finally:
-                loop.close()
-
-        thread = threading.Thread(target=run_loop, name="apprentice-http", daemon=True)
-        thread.start()
-        received = 0
+        futures = []
+        for index, request in enumerate(requests):
+            future = asyncio.run_coroutine_threadsafe(self._in_slot(request), loop)
+            future.add_done_callback(lambda f, i=index: out.put((i, f)))
+            futures.append(future)
         try:
-            while received < len(requests):
-                item = out.get()
-                if isinstance(item, BaseException):
-                    if isinstance(item, asyncio.CancelledError):
-                        return
-                    raise item
-                received += 1
-                yield item
+            for _ in requests:
+                index, future = out.get()
+                yield index, future.result()  # re-raises the request's error in the consuming thread
         finally:
-            if thread.is_alive():
-                try:
-                    loop.call_soon_threadsafe(main.cancel)
-                except RuntimeError:  # the loop closed in between: nothing left to cancel
-                    pass
-                thread.join(timeout=5)
+            for future in futures:  # a stream left early (or failed) cancels what is still queued or in flight
+                future.cancel()
+
+    async def _close_slots(self) -> None:
+        clients = [self._slots.get_nowait() for _ in range(self._slots.qsize())]  # stream calls have ended
+        await asyncio.gather(*(client.aclose() for client in clients))
+
+    def close(self) -> None:
+        with self._start_lock:
+            loop, self._loop = self._loop, None
+            if loop is None:
+                return
+            asyncio.run_coroutine_threadsafe(self._close_slots(), loop).result(timeout=10)
+            loop.call_soon_threadsafe(loop.stop)
+            self._thread.join(timeout=10)
+            loop.close()

@@ -11,7 +11,6 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from apprentice.models.base import Completion, Model, Request
@@ -104,8 +103,7 @@ class RecordedModel(Model):
             yield index, completion
 
     def _record(self, request: Request, completion: Completion, seconds: float) -> None:
-        payload = asdict(completion)
-        payload.pop("cached")
+        payload = completion.to_record()
         with self.db:
             self.db.execute(
                 "INSERT OR REPLACE INTO calls (backend, key, request, completion, prompt_tokens, completion_tokens,"
