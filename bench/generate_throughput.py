@@ -7,8 +7,8 @@ Run by hand (results go to docs/BENCHMARKS.md):
     python bench/generate_throughput.py --concurrency 4 16 32 --waves 100   # longer runs: steady state
 
 The teacher is an OpenAI-compatible HTTP server on 127.0.0.1 (tests/servers.py's ScriptedServer, run in a process
-of its own so that it does not share the client's interpreter) that sleeps `--delay` seconds, then answers a bootstrap prompt with 8 new instructions and an instance prompt with an input and
-an output. Its texts are drawn from a random generator seeded by the prompt, made of invented words, so every
+of its own so that it does not share the client's interpreter) that sleeps `--delay` seconds, then answers a
+bootstrap prompt with 8 new instructions and an instance prompt with an input and an output. Its texts are drawn from a random generator seeded by the prompt, made of invented words, so every
 instruction is new (no ROUGE-L near duplicates) and passes the filters: every request does useful work.
 
 With a fixed delay, no loop can beat `concurrency / delay` requests per second; the goal is >= 90% of that bound.
@@ -34,19 +34,14 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from servers import ScriptedServer, chat_reply
+from servers import ScriptedServer, chat_reply, invented_words
 
 from apprentice.generate.config import GenerateConfig
 from apprentice.generate.run import generate
 from apprentice.models import Request, load_model
 from apprentice.models.spec import BackendOptions
 
-_SYLLABLES = ["ka", "lo", "mi", "ren", "tas", "vor", "pel", "dun", "sa", "quor", "bri", "nel", "tho", "zan", "fi"]
 _VERBS = ["Describe", "Explain", "Compare", "Summarize", "Rewrite", "List", "Suggest", "Outline", "Evaluate"]
-
-
-def _words(rng: random.Random, count: int) -> str:
-    return " ".join("".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3))) for _ in range(count))
 
 
 def teacher(delay: float):
@@ -56,9 +51,9 @@ def teacher(delay: float):
         prompt = body["messages"][-1]["content"] if "messages" in body else body.get("prompt", "")
         rng = random.Random(prompt)
         if "numbered list" in prompt:  # bootstrap: 8 new instructions, numbered from 9
-            text = "\n".join(f"{n}. {rng.choice(_VERBS)} the {_words(rng, 8)}." for n in range(9, 17))
+            text = "\n".join(f"{n}. {rng.choice(_VERBS)} the {invented_words(rng, 8)}." for n in range(9, 17))
         else:  # instance: an input and an output
-            text = f"Input: {_words(rng, 6)}\nOutput: {_words(rng, 20).capitalize()}."
+            text = f"Input: {invented_words(rng, 6)}\nOutput: {invented_words(rng, 20).capitalize()}."
         reply = chat_reply(text, prompt_tokens=len(prompt) // 4, completion_tokens=len(text) // 4)
         reply.delay = delay
         return reply

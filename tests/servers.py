@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -44,6 +45,13 @@ def completion_reply(texts: list[str] | str, finish_reason: str = "stop") -> Rep
 
 
 Handler = Callable[[str, dict], Reply]
+
+_SYLLABLES = ["ka", "lo", "mi", "ren", "tas", "vor", "pel", "dun", "sa", "quor", "bri", "nel", "tho", "zan", "fi"]
+
+
+def invented_words(rng: random.Random, count: int) -> str:
+    """Words made of random syllables: teacher texts that are new every time, so no ROUGE-L near duplicates."""
+    return " ".join("".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3))) for _ in range(count))
 
 
 class _Server(ThreadingHTTPServer):

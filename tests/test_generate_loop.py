@@ -4,23 +4,15 @@ not depend on the order answers arrive in; the window, the request cap and the t
 import random
 
 import pytest
+from sample_tasks import SEED_INSTRUCTIONS
 
 from apprentice.generate.filters import FilterConfig
 from apprentice.generate.loop import ALPACA, SELF_INSTRUCT, Generation, Plan
 from apprentice.generate.seeds import Instance, SeedTask
 from apprentice.models.base import Completion
 
-SEEDS = [SeedTask(f"s{i}", f"s{i}", text, [Instance("", f"answer {i}")], "Classify" in text) for i, text in enumerate([
-    "Give three tips for keeping a houseplant alive.",
-    "Translate the sentence into Spanish.",
-    "Classify the sentiment of the review as positive or negative.",
-    "Write a limerick about a forgetful cat.",
-    "Explain what a prime number is to a child.",
-    "Suggest a name for a bakery that sells only bread.",
-    "Convert the temperature from Celsius to Fahrenheit.",
-    "Summarize the paragraph in one sentence.",
-    "Name the largest planet in the solar system.",
-])]
+SEEDS = [SeedTask(f"s{i}", f"s{i}", text, [Instance("", f"answer {i}")], "Classify" in text)
+         for i, text in enumerate(SEED_INSTRUCTIONS)]
 WORDS = "amber basil cedar delta ember fjord garnet harbor indigo juniper kettle lantern meadow nectar".split()
 
 

@@ -12,22 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from servers import Reply, ScriptedServer, chat_reply, completion_reply
+from sample_tasks import SEED_INSTRUCTIONS as ALL_SEED_INSTRUCTIONS
+from servers import Reply, ScriptedServer, chat_reply, completion_reply, invented_words
 
 from apprentice.generate.config import GenerateConfig
 from apprentice.generate.filters import FilterConfig, check_instruction
 from apprentice.generate.run import generate
 
-SEED_INSTRUCTIONS = [
-    "Give three tips for keeping a houseplant alive.",
-    "Translate the sentence into Spanish.",
-    "Classify the sentiment of the review as positive or negative.",
-    "Write a limerick about a forgetful cat.",
-    "Explain what a prime number is to a child.",
-    "Suggest a name for a bakery that sells only bread.",
-    "Convert the temperature from Celsius to Fahrenheit.",
-    "Summarize the paragraph in one sentence.",
-]
+SEED_INSTRUCTIONS = ALL_SEED_INSTRUCTIONS[:8]
 
 
 @pytest.fixture
@@ -172,6 +164,50 @@ def test_alpaca_strategy_parses_numbered_tasks_and_drops_only_the_cut_off_one(tm
     assert all(r["strategy"] == "alpaca" and len(r["seed_ids"]) == 3 for r in kept)
     # the target was reached inside the answer: the rest of it is neither kept nor rejected
     assert _lines(out / "rejected.jsonl") == []
+
+
+def varied_alpaca_answer(prompt: str) -> str:
+    """Three well-formed tasks drawn from the prompt, so different prompts give different, non-duplicate tasks."""
+    rng = random.Random(prompt)
+    items = []
+    for n in range(4, 7):
+        instruction = f"Describe the {invented_words(rng, 7)}."
+        output = invented_words(rng, 9)
+        items.append(f"{n}. Instruction: {instruction}\n{n}. Input:\n<noinput>\n{n}. Output:\n{output}.")
+    return " " + "\n###\n".join(items)[len("4. Instruction: "):] + "\n###\n7. Instruction:"
+
+
+def test_several_prompts_per_request_give_the_same_data_in_fewer_requests(tmp_path, seeds_file):
+    sizes: list[int] = []
+
+    def teacher(path, body):
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        sizes.append(len(prompts))
+        return completion_reply([varied_alpaca_answer(p) for p in prompts])
+
+    runs = {}
+    with ScriptedServer(teacher) as server:
+        for per_request in (1, 4):
+            sizes.clear()
+            out = tmp_path / f"run{per_request}"
+            result = generate(GenerateConfig(teacher=f"openai:scripted@{server.url}", out=out, num=30,
+                                             seeds=seeds_file, api="completion", concurrency=2,
+                                             prompts_per_request=per_request, window=40))
+            assert result.status == "done"
+            runs[per_request] = (_lines(out / "data.jsonl"), list(sizes), result.stats)
+    (one_data, one_sizes, one_stats), (four_data, four_sizes, four_stats) = runs[1], runs[4]
+    assert len(one_data) == 30 and four_data == one_data  # the same requests, so the same data
+    assert set(one_sizes) == {1} and max(four_sizes) == 4 and len(four_sizes) < len(one_sizes)
+    # usage is shared out per prompt, so the token counts of the two runs agree
+    assert four_stats.prompt_tokens == 5 * four_stats.answers
+
+
+def test_several_prompts_per_request_need_an_http_completion_teacher(tmp_path, seeds_file):
+    proc = subprocess.run([sys.executable, "-m", "apprentice", "generate", "--teacher",
+                           "openai:m@http://127.0.0.1:9/v1", "--num", "2", "--out", str(tmp_path / "run"),
+                           "--prompts-per-request", "5"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--api completion" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_alpaca_rejections_with_a_larger_target(tmp_path, seeds_file):

@@ -185,3 +185,85 @@ def test_request_carries_sampling_settings():
 @pytest.mark.parametrize("value,expected", [("2", 2.0), ("0.5", 0.5), (None, None), ("soon", None), ("-3", 0.0)])
 def test_parse_retry_after(value, expected):
     assert parse_retry_after(value) == expected
+
+
+def completion_batch_server(shuffle: bool = False, drop_last_choice_once: bool = False):
+    """A completions server that answers each prompt of a list with its upper-case text, choices in any order."""
+    bodies, lock = [], threading.Lock()
+    dropped = [not drop_last_choice_once]
+
+    def handler(path, body):
+        with lock:
+            bodies.append(body)
+            prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+            choices = [{"index": i, "text": p.upper(), "finish_reason": "stop"} for i, p in enumerate(prompts)]
+            if shuffle:
+                choices.reverse()
+            if not dropped[0] and len(choices) > 1:
+                dropped[0] = True
+                choices = choices[:-1]
+        return Reply(body={"choices": choices, "usage": {"prompt_tokens": 10 * len(prompts) + 1,
+                                                         "completion_tokens": 3 * len(prompts)}})
+
+    return handler, bodies
+
+
+def test_several_prompts_share_a_request_and_answers_find_their_prompt():
+    handler, bodies = completion_batch_server(shuffle=True)
+    with ScriptedServer(handler) as server:
+        model = load_model(f"openai:m@{server.url}", BackendOptions(concurrency=1, prompts_per_request=3))
+        requests = [Request(prompt=f"p{i}", max_tokens=5) for i in range(7)]
+        results = model.generate(requests)
+        model.close()
+    assert [r.text for r in results] == [f"P{i}" for i in range(7)]
+    assert [b["prompt"] for b in bodies] == [["p0", "p1", "p2"], ["p3", "p4", "p5"], "p6"]
+    # usage is per HTTP request: shared out so that the totals stay exact
+    assert sum(r.prompt_tokens for r in results) == 31 + 31 + 11
+    assert model.stats["prompt_tokens"] == 73 and model.stats["completion_tokens"] == 21
+
+
+def test_only_requests_with_equal_settings_are_batched_and_chat_never():
+    handler, bodies = completion_batch_server()
+    with ScriptedServer(handler) as server:
+        model = load_model(f"openai:m@{server.url}", BackendOptions(concurrency=1, prompts_per_request=4))
+        requests = [Request(prompt="a", max_tokens=5), Request(prompt="b", max_tokens=5),
+                    Request(prompt="c", max_tokens=9), Request(prompt="d", max_tokens=9)]
+        assert [r.text for r in model.generate(requests)] == ["A", "B", "C", "D"]
+        model.close()
+    assert [b["prompt"] for b in bodies] == [["a", "b"], ["c", "d"]]
+    with ScriptedServer(lambda p, b: chat_reply(b["messages"][0]["content"])) as server:
+        model = load_model(f"openai:m@{server.url}", BackendOptions(concurrency=1, prompts_per_request=4))
+        assert [r.text for r in model.generate([chat("x"), chat("y")])] == ["x", "y"]
+        model.close()
+        assert server.count() == 2
+
+
+def test_a_batch_answer_missing_a_choice_is_retried():
+    handler, bodies = completion_batch_server(drop_last_choice_once=True)
+    with ScriptedServer(handler) as server:
+        model = load_model(f"openai:m@{server.url}", BackendOptions(concurrency=1, prompts_per_request=2,
+                                                                     max_retries=2))
+        results = model.generate([Request(prompt="a"), Request(prompt="b")])
+        model.close()
+    assert [r.text for r in results] == ["A", "B"]
+    assert model.stats["retries"] == 1 and len(bodies) == 2
+
+
+def test_closing_a_model_fails_its_pending_streams_instead_of_hanging():
+    with ScriptedServer(lambda p, b: Reply(delay=2.0, body=chat_reply("late").body)) as server:
+        model = load_model(f"openai:m@{server.url}", BackendOptions(concurrency=1))
+        errors: list[Exception] = []
+
+        def consume() -> None:
+            try:
+                model.generate([chat("1"), chat("2")])
+            except BackendError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=consume)
+        thread.start()
+        time.sleep(0.3)  # the first request is in flight, the second waits for the slot
+        model.close()
+        thread.join(5)
+    assert not thread.is_alive()
+    assert len(errors) == 1 and "closed while requests were in flight" in str(errors[0])

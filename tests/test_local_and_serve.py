@@ -119,6 +119,15 @@ def test_http_backend_against_serve_batches_concurrent_requests(server, local):
     assert texts == expected[:4]
 
 
+def test_several_prompts_per_request_against_serve_give_the_same_answers(server, local):
+    model = load_model(f"openai:tiny@{server.url}", BackendOptions(concurrency=2, prompts_per_request=4))
+    requests = [Request(prompt=p, max_tokens=6) for p in PROMPTS * 3]
+    results = model.generate(requests)
+    model.close()
+    assert [r.text for r in results] == [c.text for c in local.generate(requests)]
+    assert model.stats["http_requests"] == -(-len(requests) // 4)  # ceil: every request carried 4 prompts or the rest
+
+
 def test_presence_penalty_subtracts_once_per_generated_token():
     import torch
 

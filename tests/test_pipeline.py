@@ -161,6 +161,8 @@ def test_run_end_to_end_then_skip_then_redo(tmp_path, teacher, tiny_base_model_d
     ({"max_steps = 3": "max_stepz = 3"}, "[train]: unknown key 'max_stepz'"),
     ({"lr = 1e-3": "lr = \"fast\""}, "[train].lr must be a number"),
     ({"num = 6": "num = 0"}, "[generate] num must be at least 1"),
+    ({"concurrency = 2": "concurrency = 2\nprompts_per_request = 0"},
+     "[teacher] prompts_per_request must be at least 1"),
     ({"orders = 2": "orders = 3"}, "[judge] orders must be 1 or 2"),
     ({'base = "hf:': 'base = "bundled:nope'}, "[train] base: unknown bundled model"),
     ({"limit = 4": "limit = [4]"}, "[eval].limit must be an integer"),

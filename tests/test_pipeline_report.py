@@ -179,6 +179,37 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
                           timeout=60)
 
 
+def test_human_votes_from_votes_sqlite_are_counted_in_the_comparison(tmp_path):
+    from apprentice.annotate import store as votes
+    from apprentice.evaluate.outputs import join_outputs, load_outputs
+
+    run = write_run(tmp_path / "run")
+    student, teacher = run / "answers" / "student.json", run / "answers" / "teacher.json"
+    db = votes.create_db(run / "votes.sqlite")
+    votes.import_pairs(db, join_outputs(load_outputs(student), load_outputs(teacher), str(student), str(teacher)))
+    build_report(run)
+    assert "No votes yet in votes.sqlite" in section_text(read_page(run), "comparison")
+
+    student_says = {o.instruction: o.output for o in load_outputs(student)}
+    for name, ballots in (("ana", ["student"] * 10), ("bo", ["tie", "tie", "teacher", "student"])):
+        annotator = votes.find_annotator(db, votes.add_annotator(db, name))
+        for ballot in ballots:
+            shown = votes.next_item(db, annotator, votes_per_item=2)
+            student_side = "left" if shown.left == student_says[shown.instruction] else "right"
+            side = {"student": student_side, "teacher": {"left": "right", "right": "left"}[student_side]}.get(
+                ballot, "tie")
+            votes.record_vote(db, annotator, shown.item_id, side, "", votes_per_item=2)
+            votes.advance(db, annotator, shown.item_id)
+    db.close()
+    build_report(run)
+    text = section_text(read_page(run), "comparison")
+    assert "Human votes 14 blind votes from 2 annotators" in text
+    assert "student wins / ties / losses 11 / 2 / 1" in text.split("Human votes")[1]
+    expected = summarize([{**a, "generator_1": "student", "generator_2": "teacher"}
+                          for a in votes.load_annotations(run / "votes.sqlite")], model="student")
+    assert f"{100 * expected['win_rate']:.1f}%" in text.split("Human votes")[1]
+
+
 def test_cli_prints_the_path_and_rejects_a_directory_that_is_no_run(tmp_path):
     run = write_run(tmp_path / "run", {"generate"})
     done = run_cli(str(run), "--no-open")

@@ -31,6 +31,11 @@ def generate(
         help="Talk to the teacher through chat messages or plain prompts to continue (completion). Default: chat "
              "for openai: teachers, completion for local models (small chat models follow it better)."),
     concurrency: int = typer.Option(8, "--concurrency", "-c", help="Requests in flight (local teachers: batch size)."),
+    prompts_per_request: int = typer.Option(
+        1, "--prompts-per-request",
+        help="With --api completion, send up to this many prompts in one request, as Alpaca did (5): fewer "
+             "requests against a rate limit. Needs a server that takes a list of prompts (OpenAI, vLLM, apprentice "
+             "serve)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the request plan; the same seed and answers give the same data."),
     max_requests: int = typer.Option(
         None, "--max-requests",
@@ -61,7 +66,8 @@ def generate(
 
     config = GenerateConfig(
         teacher=teacher, out=out, num=num, seeds=seeds, strategy=strategy, api=api, seed=seed,
-        concurrency=concurrency, max_requests=max_requests, price_in=price_in, price_out=price_out, cache=cache,
+        concurrency=concurrency, prompts_per_request=prompts_per_request, max_requests=max_requests,
+        price_in=price_in, price_out=price_out, cache=cache,
         threshold=threshold,
         filters=FilterConfig(min_words=min_words, max_words=max_words, loop_max_compression=loop_compression,
                              echo_rouge=echo_rouge),

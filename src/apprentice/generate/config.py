@@ -37,13 +37,14 @@ class GenerateConfig:
     api: str | None = None  # chat | completion; None: chat for openai: specs, completion (plain prompts) for local ones
     seed: int = 0  # seeds every choice of the request plan, and is sent with every request
     concurrency: int = 8  # requests in flight (HTTP) or generated together (local)
+    prompts_per_request: int = 1  # HTTP completion API: prompts sent together in one request (Alpaca sent 5)
     max_requests: int | None = None  # stop after this many requests; None: max(50, 10 * num)
     price_in: float = 0.0  # USD per million prompt tokens, for the cost estimate
     price_out: float = 0.0  # USD per million completion tokens
     cache: Path | None = None  # response cache (SQLite); None: OUT/requests.sqlite
     threshold: float = 0.7  # ROUGE-L F above this against a seed or kept instruction: near duplicate
     filters: FilterConfig = field(default_factory=FilterConfig)
-    window: int | None = None  # requests planned ahead of the oldest unanswered one; None: max(8, 2 * concurrency)
+    window: int | None = None  # requests planned ahead of the oldest unanswered one; None: 8 x prompts in flight
 
 
 def resolve(config: GenerateConfig) -> GenerateConfig:
@@ -60,19 +61,25 @@ def resolve(config: GenerateConfig) -> GenerateConfig:
         raise UserError(f"unknown --strategy {config.strategy!r}: choose {' or '.join(STRATEGIES)}")
     if config.api is not None and config.api not in (CHAT, COMPLETION):
         raise UserError(f"unknown --api {config.api!r}: choose chat or completion")
+    if config.prompts_per_request < 1:
+        raise UserError(f"--prompts-per-request must be at least 1, got {config.prompts_per_request}")
     if config.max_requests is not None and config.max_requests < 1:
         raise UserError(f"--max-requests must be at least 1, got {config.max_requests}")
     spec = parse_spec(config.teacher)
     # Local models get plain prompts to continue, chat models too: measured with SmolLM2-135M-Instruct, a chat
     # message listing tasks is answered by copying the list, while the same list to continue gets new tasks.
     api = config.api or (CHAT if spec.kind == "openai" else COMPLETION)
+    if config.prompts_per_request > 1 and (spec.kind != "openai" or api != COMPLETION):
+        raise UserError("several prompts per request (--prompts-per-request, [teacher] prompts_per_request) need an "
+                        "openai: teacher and the completion API (--api completion); local teachers batch by "
+                        "--concurrency already")
     return replace(
         config,
         api=api,
         strategy=config.strategy or (SELF_INSTRUCT if is_chat_model(spec, api) else ALPACA),
         max_requests=config.max_requests or max(50, 10 * config.num),
         cache=config.cache or config.out / "requests.sqlite",
-        window=config.window or max(16, 8 * config.concurrency),
+        window=config.window or max(16, 8 * config.concurrency * config.prompts_per_request),
     )
 
 

@@ -133,7 +133,8 @@ def generate(config: GenerateConfig, console: Console | None = None) -> RunResul
     try:
         if len(existing) < config.num:
             spec = parse_spec(config.teacher)
-            model = load_model(spec, BackendOptions(concurrency=config.concurrency, batch_size=config.concurrency))
+            model = load_model(spec, BackendOptions(concurrency=config.concurrency, batch_size=config.concurrency,
+                                                    prompts_per_request=config.prompts_per_request))
             try:
                 try:
                     status = _run(model, config, seeds, stats, existing, len(rejected), segment, console)
@@ -161,9 +162,10 @@ def _run(model: Model, config: GenerateConfig, seeds: list[SeedTask], stats: Run
                        salt=f"segment-{segment.records}" if segment.records else "")
     sink = _Sink(config.out, existing[segment.records:], rejected_count - segment.rejections, stats)
     open_db(config.cache).close()  # create the schema once, before the feeders open it side by side
-    feeders = 1 if spec.is_local else config.concurrency  # local models batch; HTTP refills slots one by one
-    dispatcher = Dispatcher(lambda: RecordedModel(model, config.cache, teacher_model(spec)),
-                            config.concurrency, feeders)
+    # Local models batch (one feeder); HTTP refills slots one by one, and a slot may carry several prompts.
+    prompts_in_flight = config.concurrency * (1 if spec.is_local else config.prompts_per_request)
+    dispatcher = Dispatcher(lambda: RecordedModel(model, config.cache, teacher_model(spec)), prompts_in_flight,
+                            feeders=1 if spec.is_local else prompts_in_flight)
     columns = (TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn())
     last_stats = time.monotonic()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from apprentice.errors import UserError
+from apprentice.jsonfile import parse_jsonl, read_text, require_object
 from apprentice.jsonfile import write_json_atomic  # noqa: F401 - the run writes its JSON files through store
 
 DATA = "data.jsonl"
@@ -67,18 +68,10 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     if complete < len(data):
         with open(path, "r+b") as handle:
             handle.truncate(complete)
-    records = []
-    for number, line in enumerate(data[:complete].decode("utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{number}: invalid JSON ({exc.msg}); fix or remove the line to resume") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{path}:{number}: expected a JSON object; fix or remove the line to resume")
-        records.append(record)
-    return records
+    try:
+        return [require_object(value, where) for where, value in parse_jsonl(path, read_text(path))]
+    except UserError as exc:
+        raise UserError(f"{exc}; fix or remove the line to resume") from None
 
 
 def alpaca_records(records: list[dict[str, Any]]) -> list[dict[str, str]]:

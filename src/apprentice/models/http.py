@@ -1,9 +1,10 @@
 """OpenAI-compatible HTTP backend (OpenAI, vLLM, llama.cpp's llama-server, Ollama, `apprentice serve`).
 
-Async httpx under a synchronous `stream()`: one event loop thread and one connection pool per model, shared by every
-`stream` call from any thread, a bounded number of requests in flight across them all, retries with exponential backoff
-and jitter on 429/5xx/timeouts/dropped connections (honouring Retry-After), no retry on other 4xx, and requests
-spread round-robin over several base URLs, skipping one that just failed.
+Async httpx under a synchronous `stream()`: one event loop thread per model whose `concurrency` slot workers send the
+requests of every `stream` call, from any thread (so that many threads share one bound on requests in flight); with
+the completion API, a worker can send several waiting prompts with equal settings as one request. Retries with
+exponential backoff and jitter on 429/5xx/timeouts/dropped connections (honouring Retry-After), no retry on other
+4xx, and requests spread round-robin over several base URLs, skipping one that just failed.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import random
 import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Future
+from dataclasses import dataclass, field, replace
 
 import httpx
 
@@ -79,8 +82,10 @@ def backoff_delay(attempt: int, base: float = 0.5) -> float:
     return delay * (0.5 + random.random() / 2)
 
 
-def request_body(model: str, request: Request) -> tuple[str, dict]:
-    """The endpoint path and JSON body for one request."""
+def request_body(model: str, requests: Sequence[Request]) -> tuple[str, dict]:
+    """The endpoint path and JSON body for one HTTP request: one request, or several completion requests with the
+    same settings sent as one list of prompts (see `batchable`)."""
+    request = requests[0]
     body: dict = {"model": model, "max_tokens": request.max_tokens, "temperature": request.temperature,
                   "top_p": request.top_p}
     if request.stop:
@@ -95,15 +100,38 @@ def request_body(model: str, request: Request) -> tuple[str, dict]:
             body["logprobs"] = True
             body["top_logprobs"] = request.logprobs
         return "/chat/completions", body
-    body["prompt"] = request.prompt
+    body["prompt"] = request.prompt if len(requests) == 1 else [r.prompt for r in requests]
     if request.logprobs:
         body["logprobs"] = request.logprobs
     return "/completions", body
 
 
-def parse_response(request: Request, data: dict) -> Completion:
-    """Turn an OpenAI-style JSON response into a Completion; raises KeyError/TypeError/IndexError when malformed."""
-    choice = data["choices"][0]
+def batchable(first: Request, other: Request) -> bool:
+    """Whether two requests can share one HTTP request: completion requests that differ only in their prompt."""
+    return not first.is_chat and not other.is_chat and replace(other, prompt=first.prompt) == first
+
+
+def parse_response(requests: Sequence[Request], data: dict) -> list[Completion]:
+    """Turn an OpenAI-style JSON response into one Completion per request (choices are matched by their `index`);
+    raises KeyError/TypeError/IndexError/ValueError when malformed. Usage is reported per HTTP request, so with
+    several prompts each completion gets an equal share (the totals stay exact)."""
+    choices = data["choices"]
+    if len(requests) > 1:
+        choices = sorted(choices, key=lambda choice: int(choice["index"]))
+        if [int(choice["index"]) for choice in choices] != list(range(len(requests))):
+            raise ValueError(f"expected choices 0-{len(requests) - 1}")
+    usage = data.get("usage") or {}
+    prompt_shares = _shares(int(usage.get("prompt_tokens") or 0), len(requests))
+    completion_shares = _shares(int(usage.get("completion_tokens") or 0), len(requests))
+    return [_completion(request, choices[i], prompt_shares[i], completion_shares[i], data)
+            for i, request in enumerate(requests)]
+
+
+def _shares(total: int, parts: int) -> list[int]:
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def _completion(request: Request, choice: dict, prompt_tokens: int, completion_tokens: int, data: dict) -> Completion:
     top: dict[str, float] | None = None
     if request.is_chat:
         text = choice["message"].get("content") or ""
@@ -117,12 +145,11 @@ def parse_response(request: Request, data: dict) -> Completion:
             top = {token: float(lp) for token, lp in entries[0].items()}
     if not isinstance(text, str):
         raise TypeError("choice text is not a string")
-    usage = data.get("usage") or {}
     return Completion(
         text=text,
         finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
         top_logprobs=top,
         raw=data,
     )
@@ -155,7 +182,10 @@ class OpenAIModel(Model):
         self._start_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._slots: asyncio.Queue | None = None  # of httpx clients, one per request slot
+        # made on the loop by `_start_workers`: requests waiting for a slot, and the slot workers with their clients
+        self._ready: asyncio.Condition | None = None
+        self._waiting: deque[tuple[Request, Future]] = deque()
+        self._workers: list[tuple[asyncio.Task, httpx.AsyncClient]] = []
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, options: BackendOptions) -> OpenAIModel:
@@ -180,8 +210,8 @@ class OpenAIModel(Model):
                 return url
         return min(self.base_urls, key=lambda u: self._unhealthy_until.get(u, 0.0))
 
-    async def _attempt(self, client: httpx.AsyncClient, url: str, request: Request) -> Completion:
-        path, body = request_body(self.model, request)
+    async def _attempt(self, client: httpx.AsyncClient, url: str, requests: Sequence[Request]) -> list[Completion]:
+        path, body = request_body(self.model, requests)
         self.http_stats.requests += 1
         try:
             response = await client.post(url + path, json=body)
@@ -197,21 +227,23 @@ class OpenAIModel(Model):
         if response.status_code >= 400:
             hint = {401: " (check OPENAI_API_KEY)", 403: " (check OPENAI_API_KEY)",
                     404: f" (is the model name {self.model!r} right, and the URL the /v1 base?)"}
+            if len(requests) > 1 and response.status_code in (400, 422):
+                hint[response.status_code] = " (does this server take a list of prompts? try --prompts-per-request 1)"
             raise BackendError(
                 f"{url}{path} answered HTTP {response.status_code}: {_error_detail(response)}"
                 f"{hint.get(response.status_code, '')}"
             )
         try:
-            return parse_response(request, response.json())
+            return parse_response(requests, response.json())
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise _Retryable(f"malformed response ({type(exc).__name__}): {response.text[:120]!r}") from exc
 
-    async def _complete(self, client: httpx.AsyncClient, request: Request) -> Completion:
+    async def _complete(self, client: httpx.AsyncClient, requests: Sequence[Request]) -> list[Completion]:
         last_error = ""
         for attempt in range(self.options.max_retries + 1):
             url = self._pick_url()
             try:
-                completion = await self._attempt(client, url, request)
+                completions = await self._attempt(client, url, requests)
             except _Retryable as exc:
                 last_error = f"{url}: {exc}"
                 self.http_stats.count_error(str(exc).split(":")[0].split(" (")[0])
@@ -222,72 +254,115 @@ class OpenAIModel(Model):
                 await asyncio.sleep(exc.retry_after if exc.retry_after is not None else backoff_delay(attempt))
                 continue
             self._unhealthy_until.pop(url, None)
-            self.http_stats.prompt_tokens += completion.prompt_tokens
-            self.http_stats.completion_tokens += completion.completion_tokens
-            return completion
+            for completion in completions:
+                self.http_stats.prompt_tokens += completion.prompt_tokens
+                self.http_stats.completion_tokens += completion.completion_tokens
+            return completions
         raise BackendError(f"request failed after {self.options.max_retries + 1} tries; last error: {last_error}")
 
+    # ---- the event loop side: slot workers take waiting requests and send them ------------------------------------
+
     def _ensure_started(self) -> asyncio.AbstractEventLoop:
-        """Start the model's event loop thread and HTTP clients on first use; later calls reuse them, so a stream
-        call costs a few scheduled coroutines, not a new thread, loop, client and connection pool."""
+        """Start the model's event loop thread and slot workers on first use; later calls reuse them, so a stream
+        call costs a few queue operations, not a new thread, loop, client and connection pool."""
         with self._start_lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(target=loop.run_forever, name="apprentice-http", daemon=True)
                 thread.start()
-                self._slots = asyncio.run_coroutine_threadsafe(self._open_slots(), loop).result()
+                asyncio.run_coroutine_threadsafe(self._start_workers(), loop).result()
                 self._loop, self._thread = loop, thread
             return self._loop
 
-    async def _open_slots(self) -> asyncio.Queue:
-        """One small client per request slot, handed out through a queue that bounds the requests in flight across
-        all stream calls. Why not one client with `concurrency` connections: httpcore's pool checks every one of
-        its connections each time it places a request, so its cost per request grows with the pool (at 32 in flight
-        that pool bookkeeping was most of the backend's CPU); a client per slot keeps it constant."""
+    async def _start_workers(self) -> None:
+        """`concurrency` slot workers, each with a small client of its own, bound the HTTP requests in flight
+        across all stream calls. Why not one client with `concurrency` connections: httpcore's pool checks every
+        one of its connections each time it places a request, so its cost per request grows with the pool (at 32
+        in flight that bookkeeping was most of the backend's CPU); a client per slot keeps it constant."""
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         connections = len(self.base_urls)  # a slot keeps a connection to each URL it has used
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        slots: asyncio.Queue = asyncio.Queue()
+        self._ready = asyncio.Condition()
+        self._waiting = deque()
+        self._workers = []
         for _ in range(self.options.concurrency):
-            slots.put_nowait(httpx.AsyncClient(timeout=httpx.Timeout(self.options.timeout), limits=limits,
-                                               headers=headers, verify=shared_ssl_context()))
-        return slots
+            client = httpx.AsyncClient(timeout=httpx.Timeout(self.options.timeout), limits=limits, headers=headers,
+                                       verify=shared_ssl_context())
+            self._workers.append((asyncio.create_task(self._work(client)), client))
 
-    async def _in_slot(self, request: Request) -> Completion:
-        client = await self._slots.get()
-        try:
-            return await self._complete(client, request)
-        finally:
-            self._slots.put_nowait(client)
+    async def _enqueue(self, items: list[tuple[Request, Future]]) -> None:
+        async with self._ready:
+            self._waiting.extend(items)
+            self._ready.notify(len(items))  # one worker per request: waking all of them costs more than the work
+
+    async def _next_group(self) -> list[tuple[Request, Future]]:
+        """The oldest waiting request, with up to `prompts_per_request - 1` batchable ones queued behind it
+        (requests whose stream was left are dropped here)."""
+        async with self._ready:
+            await self._ready.wait_for(lambda: self._waiting)
+            group: list[tuple[Request, Future]] = []
+            while self._waiting and len(group) < self.options.prompts_per_request:
+                request, future = self._waiting[0]
+                if group and not batchable(group[0][0], request):
+                    break
+                self._waiting.popleft()
+                if future.set_running_or_notify_cancel():
+                    group.append((request, future))
+            return group
+
+    async def _work(self, client: httpx.AsyncClient) -> None:
+        while True:
+            group = await self._next_group()
+            futures = [future for _, future in group]
+            try:
+                completions = await self._complete(client, [request for request, _ in group]) if group else []
+            except asyncio.CancelledError:  # the model is closing: nobody must wait for these forever
+                for future in futures:
+                    future.set_exception(self._closed_error())
+                raise
+            except Exception as exc:  # noqa: BLE001 - handed to the thread that streams these requests
+                for future in futures:
+                    future.set_exception(exc)
+            else:
+                for future, completion in zip(futures, completions):
+                    future.set_result(completion)
+
+    def _closed_error(self) -> BackendError:
+        return BackendError(f"{self.spec} was closed while requests were in flight")
+
+    async def _stop_workers(self) -> None:
+        for task, _ in self._workers:
+            task.cancel()
+        await asyncio.gather(*(task for task, _ in self._workers), return_exceptions=True)
+        await asyncio.gather(*(client.aclose() for _, client in self._workers))
+        while self._waiting:
+            _, future = self._waiting.popleft()
+            if future.set_running_or_notify_cancel():
+                future.set_exception(self._closed_error())
 
     def stream(self, requests: Sequence[Request]) -> Iterator[tuple[int, Completion]]:
         if not requests:
             return
         loop = self._ensure_started()
         out: queue.Queue = queue.Queue()
-        futures = []
-        for index, request in enumerate(requests):
-            future = asyncio.run_coroutine_threadsafe(self._in_slot(request), loop)
+        futures: list[Future] = [Future() for _ in requests]
+        for index, future in enumerate(futures):
             future.add_done_callback(lambda f, i=index: out.put((i, f)))
-            futures.append(future)
+        asyncio.run_coroutine_threadsafe(self._enqueue(list(zip(requests, futures))), loop)
         try:
             for _ in requests:
                 index, future = out.get()
                 yield index, future.result()  # re-raises the request's error in the consuming thread
         finally:
-            for future in futures:  # a stream left early (or failed) cancels what is still queued or in flight
+            for future in futures:  # a stream left early (or failed) drops its requests still waiting for a slot
                 future.cancel()
-
-    async def _close_slots(self) -> None:
-        clients = [self._slots.get_nowait() for _ in range(self._slots.qsize())]  # stream calls have ended
-        await asyncio.gather(*(client.aclose() for client in clients))
 
     def close(self) -> None:
         with self._start_lock:
             loop, self._loop = self._loop, None
             if loop is None:
                 return
-            asyncio.run_coroutine_threadsafe(self._close_slots(), loop).result(timeout=10)
+            asyncio.run_coroutine_threadsafe(self._stop_workers(), loop).result(timeout=10)
             loop.call_soon_threadsafe(loop.stop)
             self._thread.join(timeout=10)
             loop.close()

@@ -4,7 +4,7 @@ Each section maps onto one stage's settings; keys are the stage's own option nam
 line and a command-line option mean the same thing. The whole file is checked before anything runs: an unknown
 section or key, a wrong type, a bad model spec or a missing file is one error naming the key.
 
-    [teacher]   model, concurrency, batch_size          who writes the data (and, by default, judges)
+    [teacher]   model, concurrency, batch_size, ...     who writes the data (and, by default, judges)
     [generate]  num, strategy, seeds, seed, ...          apprentice generate options
     [train]     base, lora, epochs, max_steps, lr, ...   apprentice train options
     [eval]      prompts, limit, max_tokens, before_after which prompts both models answer
@@ -31,6 +31,7 @@ class TeacherSection:
     model: str  # model spec of the teacher: writes the data and answers the eval prompts
     concurrency: int = 8  # HTTP teachers: requests in flight
     batch_size: int = 16  # local teachers: prompts generated together
+    prompts_per_request: int = 1  # HTTP teachers, completion API: prompts sent in one generate request
 
 
 @dataclass
@@ -196,6 +197,7 @@ def _check(config: RunConfig, source: str) -> None:
         if path is not None and not path.is_file():
             raise UserError(f"{source}: [{key.split('.')[0]}] {key.split('.')[1]}: no such file {path}")
     positive = [("generate.num", config.generate.num), ("teacher.concurrency", config.teacher.concurrency),
+                ("teacher.prompts_per_request", config.teacher.prompts_per_request),
                 ("eval.max_tokens", config.eval.max_tokens), ("judge.max_tokens", config.judge.max_tokens)]
     if config.eval.limit is not None:
         positive.append(("eval.limit", config.eval.limit))

@@ -68,10 +68,14 @@ class RunFiles:
     def annotations(self) -> Path:
         return self.root / "judge" / "annotations.json"
 
+    @property
+    def votes(self) -> Path:
+        return self.root / "votes.sqlite"
+
     def known(self) -> list[Path]:
         generated = [self.generate / name for name in (store.DATA, store.REJECTED, store.ALPACA_DATA, store.STATS)]
         return [self.config, *generated, self.student / "metrics.jsonl", self.student / MANIFEST,
-                *(self.answers(who) for who in ("student", "teacher", "base")), self.annotations]
+                *(self.answers(who) for who in ("student", "teacher", "base")), self.annotations, self.votes]
 
 
 def build_report(run_dir: Path) -> Path:
@@ -98,6 +102,7 @@ def report_context(files: RunFiles) -> dict[str, Any]:
         "training": training_section(files),
         "answers": answers_section(files, student, teacher),
         "comparison": comparison_section(files, annotations),
+        "votes": votes_section(files),
         "examples": examples_section(annotations, student, teacher),
         "before_after": before_after_section(files, student),
     }
@@ -233,6 +238,21 @@ def comparison_section(files: RunFiles, annotations: list[dict] | None) -> dict[
         "judges": sorted({str(a.get("annotator")) for a in annotations if a.get("annotator")}),
         "bar_plot": plots.verdict_bar(summary["wins"], summary["ties"], summary["losses"], summary["failed"]),
     }
+
+
+def votes_section(files: RunFiles) -> dict[str, Any]:
+    """Blind human votes from RUN/votes.sqlite (`[annotate]` in the config, then `apprentice annotate`), counted like
+    the judge's verdicts: one judgment per vote."""
+    if not files.votes.is_file():
+        return {"ran": False, "exists": False}
+    votes = read_annotations(files.votes)
+    if not votes:
+        return {"ran": False, "exists": True, "db": str(files.votes.relative_to(files.root))}
+    summary = _summary(files.votes, votes)
+    word, sentence = facts.reading(summary)
+    return {"ran": True, "s": summary, "reading": word, "reading_text": sentence,
+            "annotators": len({v.get("annotator") for v in votes}),
+            "bar_plot": plots.verdict_bar(summary["wins"], summary["ties"], summary["losses"], summary["failed"])}
 
 
 def examples_section(annotations: list[dict] | None, student: list[ModelOutput] | None,

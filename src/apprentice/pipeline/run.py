@@ -46,6 +46,7 @@ class Stage:
     outputs: tuple[str, ...]  # paths under RUN/ that belong to this stage
     settings: Callable[[RunConfig], dict]
     run: Callable[[RunConfig, Path, bool, Console], None]  # (config, run dir, resuming, console)
+    always: bool = False  # run on every invocation, even when up to date (its inputs change outside the pipeline)
 
 
 def _file_sha(path: Path | None) -> str | None:
@@ -66,7 +67,8 @@ def _generate(config: RunConfig, run_dir: Path, resuming: bool, console: Console
     g = config.generate
     result = generate(GenerateConfig(
         teacher=config.teacher.model, out=run_dir / "generate", num=g.num, seeds=g.seeds, strategy=g.strategy,
-        api=g.api, seed=g.seed, concurrency=config.teacher.concurrency, max_requests=g.max_requests,
+        api=g.api, seed=g.seed, concurrency=config.teacher.concurrency,
+        prompts_per_request=config.teacher.prompts_per_request, max_requests=g.max_requests,
         price_in=g.price_in, price_out=g.price_out, threshold=g.threshold, filters=g.filters,
     ), console)
     kept = result.stats.kept
@@ -195,8 +197,9 @@ STAGES: tuple[Stage, ...] = (
     Stage("judge", ("answer",), ("judge",), lambda c: {"judge": c.judge_model, **asdict(c.judge)}, _judge),
     Stage("tally", ("judge",), ("tally.json",), lambda c: {}, _tally),
     Stage("annotate", ("answer",), ("votes.sqlite",), lambda c: asdict(c.annotate) if c.annotate else {}, _annotate),
-    Stage("report", ("generate", "train", "answer", "judge", "tally"), ("report.html",), lambda c: {"always": time.time()},
-          _report),
+    # cheap, and it shows the human votes too, which arrive outside the pipeline: rebuilt on every run
+    Stage("report", ("generate", "train", "answer", "judge", "tally"), ("report.html",), lambda c: {}, _report,
+          always=True),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
@@ -242,7 +245,7 @@ def run_pipeline(config: RunConfig, run_dir: Path, from_stage: str | None = None
         if stage.name == "annotate" and config.annotate is None:
             continue
         saved = state.stages.get(stage.name, {})
-        same_key = saved.get("key") == keys[stage.name] and stage.name not in forced
+        same_key = saved.get("key") == keys[stage.name] and stage.name not in forced and not stage.always
         if same_key and saved.get("status") == "done":
             console.print(f"[dim]stage {index}/{len(STAGES)} {stage.name}: up to date, skipped[/]")
             continue
