@@ -75,7 +75,9 @@ def ceiling(url: str, concurrency: int, count: int) -> float:
     requests = [Request(messages=({"role": "user", "content": f"Task: do thing {i}"},)) for i in range(count)]
     started = time.monotonic()
     model.generate(requests)
-    return count / (time.monotonic() - started)
+    seconds = time.monotonic() - started
+    model.close()
+    return count / seconds
 
 
 def serve(delay: float) -> None:

@@ -1,5 +1,6 @@
 """The HTTP backend against fault-injecting servers on 127.0.0.1: retries where it should, clear failures where not."""
 
+import gc
 import threading
 import time
 
@@ -267,3 +268,21 @@ def test_closing_a_model_fails_its_pending_streams_instead_of_hanging():
         thread.join(5)
     assert not thread.is_alive()
     assert len(errors) == 1 and "closed while requests were in flight" in str(errors[0])
+
+
+def test_a_model_dropped_without_close_stops_its_loop_thread(capfd):
+    def loop_threads() -> int:
+        return sum(1 for t in threading.enumerate() if t.name == "apprentice-http")
+
+    with ScriptedServer(lambda p, b: chat_reply("ok")) as server:
+        before = loop_threads()
+        model = load_model(f"openai:m@{server.url}", BackendOptions(concurrency=4))
+        assert model.generate([chat("x")])[0].text == "ok"
+        assert loop_threads() == before + 1
+        del model  # never closed: collecting it stops its workers and its loop thread
+        gc.collect()
+        deadline = time.monotonic() + 5
+        while loop_threads() > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert loop_threads() == before
+    assert "Task was destroyed" not in capfd.readouterr().err

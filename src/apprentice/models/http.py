@@ -17,6 +17,7 @@ import random
 import ssl
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
@@ -165,135 +166,55 @@ def _error_detail(response: httpx.Response) -> str:
         return response.text[:300]
 
 
-class OpenAIModel(Model):
-    """A model behind one or more OpenAI-compatible base URLs."""
+class _Sender:
+    """The event-loop side of an `OpenAIModel`: `concurrency` slot workers, each with a small client of its own, take
+    waiting requests and send them (with retries), which bounds the HTTP requests in flight across all stream calls.
+    Everything here runs on the model's one loop thread, so the counters and URL health need no lock. It holds no
+    reference to the model, so a model dropped without `close()` is still collected, and its finalizer stops the loop.
 
-    def __init__(self, model: str, base_urls: Sequence[str], api_key: str | None, options: BackendOptions):
+    Why a client per slot rather than one client with `concurrency` connections: httpcore's pool checks every one of
+    its connections each time it places a request, so its cost per request grows with the pool (at 32 in flight that
+    bookkeeping was most of the backend's CPU); a client per slot keeps it constant."""
+
+    def __init__(self, model: str, base_urls: list[str], api_key: str | None, options: BackendOptions):
         self.model = model
-        self.base_urls = list(base_urls)
+        self.base_urls = base_urls
         self.api_key = api_key
         self.options = options
-        self.spec = f"openai:{model}@{','.join(self.base_urls)}"
-        self.http_stats = HttpStats()
+        self.stats = HttpStats()
         self._next_url = 0
         self._unhealthy_until: dict[str, float] = {}
-        # started on first use by `_ensure_started`; everything on the loop runs in its one thread, so the counters
-        # and URL health above need no lock
-        self._start_lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        # made on the loop by `_start_workers`: requests waiting for a slot, and the slot workers with their clients
+        # made on the loop by `start`: requests waiting for a slot, and the slot workers with their clients
         self._ready: asyncio.Condition | None = None
         self._waiting: deque[tuple[Request, Future]] = deque()
         self._workers: list[tuple[asyncio.Task, httpx.AsyncClient]] = []
 
-    @classmethod
-    def from_spec(cls, spec: ModelSpec, options: BackendOptions) -> OpenAIModel:
-        urls = spec.base_urls or (os.environ.get("OPENAI_BASE_URL", DEFAULT_OPENAI_URL).rstrip("/"),)
-        api_key = os.environ.get("OPENAI_API_KEY")
-        if not api_key and any(url.startswith(DEFAULT_OPENAI_URL) for url in urls):
-            raise UserError("OPENAI_API_KEY is not set: export it, or give a local server as openai:MODEL@URL")
-        return cls(spec.target, urls, api_key, options)
-
-    @property
-    def stats(self) -> dict:
-        s = self.http_stats
-        return {"http_requests": s.requests, "retries": s.retries, "retryable_errors": dict(s.errors),
-                "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens}
-
-    def _pick_url(self) -> str:
-        now = time.monotonic()
-        for _ in range(len(self.base_urls)):
-            url = self.base_urls[self._next_url % len(self.base_urls)]
-            self._next_url += 1
-            if self._unhealthy_until.get(url, 0.0) <= now:
-                return url
-        return min(self.base_urls, key=lambda u: self._unhealthy_until.get(u, 0.0))
-
-    async def _attempt(self, client: httpx.AsyncClient, url: str, requests: Sequence[Request]) -> list[Completion]:
-        path, body = request_body(self.model, requests)
-        self.http_stats.requests += 1
-        try:
-            response = await client.post(url + path, json=body)
-        except httpx.TimeoutException as exc:
-            raise _Retryable(f"timed out after {self.options.timeout:g} s ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise _Retryable(f"connection failed ({type(exc).__name__}: {exc})") from exc
-        if response.status_code in RETRY_STATUSES:
-            raise _Retryable(
-                f"HTTP {response.status_code}: {_error_detail(response)}",
-                parse_retry_after(response.headers.get("retry-after")),
-            )
-        if response.status_code >= 400:
-            hint = {401: " (check OPENAI_API_KEY)", 403: " (check OPENAI_API_KEY)",
-                    404: f" (is the model name {self.model!r} right, and the URL the /v1 base?)"}
-            if len(requests) > 1 and response.status_code in (400, 422):
-                hint[response.status_code] = " (does this server take a list of prompts? try --prompts-per-request 1)"
-            raise BackendError(
-                f"{url}{path} answered HTTP {response.status_code}: {_error_detail(response)}"
-                f"{hint.get(response.status_code, '')}"
-            )
-        try:
-            return parse_response(requests, response.json())
-        except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise _Retryable(f"malformed response ({type(exc).__name__}): {response.text[:120]!r}") from exc
-
-    async def _complete(self, client: httpx.AsyncClient, requests: Sequence[Request]) -> list[Completion]:
-        last_error = ""
-        for attempt in range(self.options.max_retries + 1):
-            url = self._pick_url()
-            try:
-                completions = await self._attempt(client, url, requests)
-            except _Retryable as exc:
-                last_error = f"{url}: {exc}"
-                self.http_stats.count_error(str(exc).split(":")[0].split(" (")[0])
-                self._unhealthy_until[url] = time.monotonic() + UNHEALTHY_FOR_S
-                if attempt == self.options.max_retries:
-                    break
-                self.http_stats.retries += 1
-                await asyncio.sleep(exc.retry_after if exc.retry_after is not None else backoff_delay(attempt))
-                continue
-            self._unhealthy_until.pop(url, None)
-            for completion in completions:
-                self.http_stats.prompt_tokens += completion.prompt_tokens
-                self.http_stats.completion_tokens += completion.completion_tokens
-            return completions
-        raise BackendError(f"request failed after {self.options.max_retries + 1} tries; last error: {last_error}")
-
-    # ---- the event loop side: slot workers take waiting requests and send them ------------------------------------
-
-    def _ensure_started(self) -> asyncio.AbstractEventLoop:
-        """Start the model's event loop thread and slot workers on first use; later calls reuse them, so a stream
-        call costs a few queue operations, not a new thread, loop, client and connection pool."""
-        with self._start_lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name="apprentice-http", daemon=True)
-                thread.start()
-                asyncio.run_coroutine_threadsafe(self._start_workers(), loop).result()
-                self._loop, self._thread = loop, thread
-            return self._loop
-
-    async def _start_workers(self) -> None:
-        """`concurrency` slot workers, each with a small client of its own, bound the HTTP requests in flight
-        across all stream calls. Why not one client with `concurrency` connections: httpcore's pool checks every
-        one of its connections each time it places a request, so its cost per request grows with the pool (at 32
-        in flight that bookkeeping was most of the backend's CPU); a client per slot keeps it constant."""
+    async def start(self) -> None:
+        """Make the workers on the running loop (the model's loop thread)."""
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
         connections = len(self.base_urls)  # a slot keeps a connection to each URL it has used
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         self._ready = asyncio.Condition()
-        self._waiting = deque()
-        self._workers = []
         for _ in range(self.options.concurrency):
             client = httpx.AsyncClient(timeout=httpx.Timeout(self.options.timeout), limits=limits, headers=headers,
                                        verify=shared_ssl_context())
             self._workers.append((asyncio.create_task(self._work(client)), client))
 
-    async def _enqueue(self, items: list[tuple[Request, Future]]) -> None:
+    async def enqueue(self, items: list[tuple[Request, Future]]) -> None:
         async with self._ready:
             self._waiting.extend(items)
             self._ready.notify(len(items))  # one worker per request: waking all of them costs more than the work
+
+    async def stop(self) -> None:
+        for task, _ in self._workers:
+            task.cancel()
+        await asyncio.gather(*(task for task, _ in self._workers), return_exceptions=True)
+        await asyncio.gather(*(client.aclose() for _, client in self._workers))
+        self._workers = []  # `start` may run again, on a new loop: a closed model starts afresh when used
+        while self._waiting:
+            _, future = self._waiting.popleft()
+            if future.set_running_or_notify_cancel():
+                future.set_exception(self._closed_error())
 
     async def _next_group(self) -> list[tuple[Request, Future]]:
         """The oldest waiting request, with up to `prompts_per_request - 1` batchable ones queued behind it
@@ -328,17 +249,107 @@ class OpenAIModel(Model):
                     future.set_result(completion)
 
     def _closed_error(self) -> BackendError:
-        return BackendError(f"{self.spec} was closed while requests were in flight")
+        return BackendError(f"openai:{self.model} was closed while requests were in flight")
 
-    async def _stop_workers(self) -> None:
-        for task, _ in self._workers:
-            task.cancel()
-        await asyncio.gather(*(task for task, _ in self._workers), return_exceptions=True)
-        await asyncio.gather(*(client.aclose() for _, client in self._workers))
-        while self._waiting:
-            _, future = self._waiting.popleft()
-            if future.set_running_or_notify_cancel():
-                future.set_exception(self._closed_error())
+    def _pick_url(self) -> str:
+        now = time.monotonic()
+        for _ in range(len(self.base_urls)):
+            url = self.base_urls[self._next_url % len(self.base_urls)]
+            self._next_url += 1
+            if self._unhealthy_until.get(url, 0.0) <= now:
+                return url
+        return min(self.base_urls, key=lambda u: self._unhealthy_until.get(u, 0.0))
+
+    async def _attempt(self, client: httpx.AsyncClient, url: str, requests: Sequence[Request]) -> list[Completion]:
+        path, body = request_body(self.model, requests)
+        self.stats.requests += 1
+        try:
+            response = await client.post(url + path, json=body)
+        except httpx.TimeoutException as exc:
+            raise _Retryable(f"timed out after {self.options.timeout:g} s ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise _Retryable(f"connection failed ({type(exc).__name__}: {exc})") from exc
+        if response.status_code in RETRY_STATUSES:
+            raise _Retryable(
+                f"HTTP {response.status_code}: {_error_detail(response)}",
+                parse_retry_after(response.headers.get("retry-after")),
+            )
+        if response.status_code >= 400:
+            hint = {401: " (check OPENAI_API_KEY)", 403: " (check OPENAI_API_KEY)",
+                    404: f" (is the model name {self.model!r} right, and the URL the /v1 base?)"}
+            if len(requests) > 1 and response.status_code in (400, 422):
+                hint[response.status_code] = " (does this server take a list of prompts? try --prompts-per-request 1)"
+            raise BackendError(
+                f"{url}{path} answered HTTP {response.status_code}: {_error_detail(response)}"
+                f"{hint.get(response.status_code, '')}"
+            )
+        try:
+            return parse_response(requests, response.json())
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            raise _Retryable(f"malformed response ({type(exc).__name__}): {response.text[:120]!r}") from exc
+
+    async def _complete(self, client: httpx.AsyncClient, requests: Sequence[Request]) -> list[Completion]:
+        last_error = ""
+        for attempt in range(self.options.max_retries + 1):
+            url = self._pick_url()
+            try:
+                completions = await self._attempt(client, url, requests)
+            except _Retryable as exc:
+                last_error = f"{url}: {exc}"
+                self.stats.count_error(str(exc).split(":")[0].split(" (")[0])
+                self._unhealthy_until[url] = time.monotonic() + UNHEALTHY_FOR_S
+                if attempt == self.options.max_retries:
+                    break
+                self.stats.retries += 1
+                await asyncio.sleep(exc.retry_after if exc.retry_after is not None else backoff_delay(attempt))
+                continue
+            self._unhealthy_until.pop(url, None)
+            for completion in completions:
+                self.stats.prompt_tokens += completion.prompt_tokens
+                self.stats.completion_tokens += completion.completion_tokens
+            return completions
+        raise BackendError(f"request failed after {self.options.max_retries + 1} tries; last error: {last_error}")
+
+
+class OpenAIModel(Model):
+    """A model behind one or more OpenAI-compatible base URLs."""
+
+    def __init__(self, model: str, base_urls: Sequence[str], api_key: str | None, options: BackendOptions):
+        self.model = model
+        self.base_urls = list(base_urls)
+        self.options = options
+        self.spec = f"openai:{model}@{','.join(self.base_urls)}"
+        self._sender = _Sender(model, self.base_urls, api_key, options)
+        self._start_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None  # started on first use by `_ensure_started`
+        self._shut_down: weakref.finalize | None = None
+
+    @classmethod
+    def from_spec(cls, spec: ModelSpec, options: BackendOptions) -> OpenAIModel:
+        urls = spec.base_urls or (os.environ.get("OPENAI_BASE_URL", DEFAULT_OPENAI_URL).rstrip("/"),)
+        api_key = os.environ.get("OPENAI_API_KEY")
+        if not api_key and any(url.startswith(DEFAULT_OPENAI_URL) for url in urls):
+            raise UserError("OPENAI_API_KEY is not set: export it, or give a local server as openai:MODEL@URL")
+        return cls(spec.target, urls, api_key, options)
+
+    @property
+    def stats(self) -> dict:
+        s = self._sender.stats
+        return {"http_requests": s.requests, "retries": s.retries, "retryable_errors": dict(s.errors),
+                "prompt_tokens": s.prompt_tokens, "completion_tokens": s.completion_tokens}
+
+    def _ensure_started(self) -> asyncio.AbstractEventLoop:
+        """Start the event loop thread and the slot workers on first use; later calls reuse them, so a stream call
+        costs a few queue operations, not a new thread, loop, client and connection pool."""
+        with self._start_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="apprentice-http", daemon=True)
+                thread.start()
+                asyncio.run_coroutine_threadsafe(self._sender.start(), loop).result()
+                self._shut_down = weakref.finalize(self, _shut_down, loop, thread, self._sender)
+                self._loop = loop
+            return self._loop
 
     def stream(self, requests: Sequence[Request]) -> Iterator[tuple[int, Completion]]:
         if not requests:
@@ -348,7 +359,7 @@ class OpenAIModel(Model):
         futures: list[Future] = [Future() for _ in requests]
         for index, future in enumerate(futures):
             future.add_done_callback(lambda f, i=index: out.put((i, f)))
-        asyncio.run_coroutine_threadsafe(self._enqueue(list(zip(requests, futures))), loop)
+        asyncio.run_coroutine_threadsafe(self._sender.enqueue(list(zip(requests, futures))), loop)
         try:
             for _ in requests:
                 index, future = out.get()
@@ -359,10 +370,21 @@ class OpenAIModel(Model):
 
     def close(self) -> None:
         with self._start_lock:
-            loop, self._loop = self._loop, None
-            if loop is None:
-                return
-            asyncio.run_coroutine_threadsafe(self._stop_workers(), loop).result(timeout=10)
-            loop.call_soon_threadsafe(loop.stop)
-            self._thread.join(timeout=10)
+            if self._loop is not None:
+                self._shut_down()
+                self._loop = None
+
+
+def _shut_down(loop: asyncio.AbstractEventLoop, thread: threading.Thread, sender: _Sender) -> None:
+    """Stop the slot workers (failing the requests they hold), close their clients, end the loop thread. Runs once:
+    from `close()`, or when a model that was never closed is collected or the interpreter exits."""
+    if threading.current_thread() is thread:  # collected on the loop thread itself: it cannot wait for itself
+        loop.create_task(sender.stop()).add_done_callback(lambda _: loop.stop())
+        return
+    try:
+        asyncio.run_coroutine_threadsafe(sender.stop(), loop).result(timeout=10)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        if not thread.is_alive():
             loop.close()
