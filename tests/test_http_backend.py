@@ -61,8 +61,9 @@ def test_retry_after_is_honoured():
     with ScriptedServer(failing_then_ok([fault])) as server:
         model = load_model(f"openai:m@{server.url}", FAST)
         started = time.monotonic()
-        model.generate([chat()])
+        [completion] = model.generate([chat()])
         assert time.monotonic() - started >= 0.6
+        assert completion.seconds >= 0.6  # a request's time includes its retries
 
 
 def test_gives_up_after_max_retries_with_clear_message():

@@ -69,8 +69,10 @@ def test_record_caches_and_records(local, tmp_path):
     second = again.generate(requests)
     assert again.stats["paid_calls"] == 0 and all(c.cached for c in second)
     assert [c.text for c in second] == [c.text for c in first]
-    rows = sqlite3.connect(db).execute("SELECT backend, request, prompt_tokens FROM calls").fetchall()
+    rows = sqlite3.connect(db).execute("SELECT backend, request, prompt_tokens, seconds FROM calls").fetchall()
     assert len(rows) == 4 and all(r[0] == local.spec and '"prompt"' in r[1] and r[2] > 0 for r in rows)
+    # the recorded time is the backend's own (its batch), the same one the completion carries
+    assert sorted(r[3] for r in rows) == sorted(c.seconds for c in first) and all(c.seconds > 0 for c in first)
 
 
 @pytest.fixture(scope="module")

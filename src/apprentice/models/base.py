@@ -67,6 +67,9 @@ class Completion:
     # top log-probabilities of the first generated token, {token_text: logprob}, when the backend returns them
     top_logprobs: dict[str, float] | None = None
     raw: dict = field(default_factory=dict)  # the backend's raw response, for the record
+    # wall seconds the backend spent on it: one HTTP request with its retries (shared by the prompts sent together),
+    # or one local batch; time spent waiting for a free slot is not part of it
+    seconds: float | None = None
 
     def to_record(self) -> dict:
         """The fields worth storing (not `cached`), without copying `raw` as `dataclasses.asdict` would."""

@@ -289,6 +289,7 @@ class _Sender:
             raise _Retryable(f"malformed response ({type(exc).__name__}): {response.text[:120]!r}") from exc
 
     async def _complete(self, client: httpx.AsyncClient, requests: Sequence[Request]) -> list[Completion]:
+        started = time.monotonic()
         last_error = ""
         for attempt in range(self.options.max_retries + 1):
             url = self._pick_url()
@@ -305,6 +306,7 @@ class _Sender:
                 continue
             self._unhealthy_until.pop(url, None)
             for completion in completions:
+                completion.seconds = time.monotonic() - started
                 self.stats.prompt_tokens += completion.prompt_tokens
                 self.stats.completion_tokens += completion.completion_tokens
             return completions

@@ -8,6 +8,7 @@ Stop strings are applied after decoding. A request's seed makes sampling reprodu
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from itertools import groupby
 from pathlib import Path
@@ -154,9 +155,11 @@ class LocalModel(Model):
             penalty = PresencePenalty(first.presence_penalty, encoded["input_ids"].shape[1])
             kwargs.update(logits_processor=LogitsProcessorList([penalty]))
         with self._lock, torch.inference_mode():
+            started = time.monotonic()
             if first.seed is not None:
                 torch.manual_seed(first.seed)
             output = self.model.generate(**encoded, **kwargs)
+            seconds = time.monotonic() - started
         prompt_width = encoded["input_ids"].shape[1]
         prompt_counts = encoded["attention_mask"].sum(dim=1).tolist()
         results = []
@@ -180,6 +183,7 @@ class LocalModel(Model):
                 prompt_tokens=int(prompt_counts[row]),
                 completion_tokens=completion_tokens,
                 top_logprobs=top,
+                seconds=seconds,
             ))
             self.tokens["prompt_tokens"] += int(prompt_counts[row])
             self.tokens["completion_tokens"] += completion_tokens

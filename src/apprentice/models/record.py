@@ -98,7 +98,9 @@ class RecordedModel(Model):
         started = time.monotonic()
         for position, completion in self.inner.stream([requests[i] for i in missing]):
             index = missing[position]
-            self._record(requests[index], completion, time.monotonic() - started)
+            # the backend's own time when it reports one; else time since the stream began (an upper bound)
+            seconds = completion.seconds if completion.seconds is not None else time.monotonic() - started
+            self._record(requests[index], completion, seconds)
             self.paid_calls += 1
             yield index, completion
 
