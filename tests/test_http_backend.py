@@ -83,7 +83,8 @@ def test_no_retry_on_other_4xx(status, hint):
         assert server.count() == 1
 
 
-def test_concurrency_is_bounded():
+def peak_counting_echo():
+    """A handler that echoes the message after 50 ms, and a list whose one item is the most requests it had at once."""
     active, peak, lock = [0], [0], threading.Lock()
 
     def handler(path, body):
@@ -95,6 +96,11 @@ def test_concurrency_is_bounded():
             active[0] -= 1
         return chat_reply(body["messages"][0]["content"])
 
+    return handler, peak
+
+
+def test_concurrency_is_bounded():
+    handler, peak = peak_counting_echo()
     with ScriptedServer(handler) as server:
         model = load_model(f"openai:m@{server.url}", BackendOptions(concurrency=3))
         results = model.generate([chat(str(i)) for i in range(12)])
@@ -103,17 +109,7 @@ def test_concurrency_is_bounded():
 
 
 def test_concurrency_bound_is_shared_by_streams_from_several_threads():
-    active, peak, lock = [0], [0], threading.Lock()
-
-    def handler(path, body):
-        with lock:
-            active[0] += 1
-            peak[0] = max(peak[0], active[0])
-        time.sleep(0.05)
-        with lock:
-            active[0] -= 1
-        return chat_reply(body["messages"][0]["content"])
-
+    handler, peak = peak_counting_echo()
     results: dict[int, list[str]] = {}
     with ScriptedServer(handler) as server:
         model = load_model(f"openai:m@{server.url}", BackendOptions(concurrency=3))
