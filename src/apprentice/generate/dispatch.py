@@ -6,7 +6,9 @@ streams them, so a slot freed by one answer is refilled at once by another feede
 slowest request of a batch. Each feeder builds its own model wrapper (`make_model`), because the response cache's
 SQLite connection belongs to the thread that opened it.
 
-For HTTP teachers use as many feeders as slots; for local teachers one feeder, so batches stay whole.
+For HTTP teachers use as many feeders as slots: a feeder waits for its whole stream, and the HTTP backend's stream
+calls are cheap (they only queue requests for its slot workers). For local teachers use one feeder, so batches stay
+whole.
 
     dispatcher = Dispatcher(lambda: RecordedModel(model, db), concurrency=8, feeders=8)
     dispatcher.submit([(job_id, request), ...])
