@@ -49,6 +49,7 @@ def test_parse_verdict(text, expected):
     "This is a better answer",  # the article "a" is not a label
     "I prefer a shorter reply",
     "Output (a): lists three actors.",  # a description, not a verdict
+    "Your reply (A, B or tie)", "Reply with A, B, or tie.",  # the prompt's answer menu echoed back
 ])
 def test_no_or_ambiguous_verdict_is_none(text):
     assert parse_verdict(text) is None

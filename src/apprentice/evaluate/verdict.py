@@ -57,10 +57,15 @@ _TIE = re.compile(
 )
 
 
+# The menu of answers, as the prompt words it: a judge that echoes it ("Your reply (A, B or tie)") names no verdict.
+_MENU = re.compile(r"\(?\ba\s*,\s*b\s*,?\s*(?:or|and)\s+(?:a\s+)?tie\b\)?")
+
+
 def _clean(text: str) -> str:
-    """Lowercase and drop markdown emphasis and quotes, which judges sprinkle around their verdicts."""
+    """Lowercase, drop markdown emphasis and quotes, which judges sprinkle around their verdicts, and any echo of
+    the answer menu."""
     text = re.sub(r"[*_`#\"“”]", "", text.lower())
-    return re.sub(r"[ \t]+", " ", text)
+    return _MENU.sub(" ", re.sub(r"[ \t]+", " ", text))
 
 
 def _read(match: re.Match) -> Verdict | None:
