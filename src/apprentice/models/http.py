@@ -305,8 +305,9 @@ class _Sender:
                 await asyncio.sleep(exc.retry_after if exc.retry_after is not None else backoff_delay(attempt))
                 continue
             self._unhealthy_until.pop(url, None)
+            seconds = time.monotonic() - started
             for completion in completions:
-                completion.seconds = time.monotonic() - started
+                completion.seconds = seconds
                 self.stats.prompt_tokens += completion.prompt_tokens
                 self.stats.completion_tokens += completion.completion_tokens
             return completions
@@ -324,7 +325,7 @@ class OpenAIModel(Model):
         self._sender = _Sender(model, self.base_urls, api_key, options)
         self._start_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None  # started on first use by `_ensure_started`
-        self._shut_down: weakref.finalize | None = None
+        self._finalizer: weakref.finalize | None = None  # runs `_shut_down` once
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, options: BackendOptions) -> OpenAIModel:
@@ -349,7 +350,7 @@ class OpenAIModel(Model):
                 thread = threading.Thread(target=loop.run_forever, name="apprentice-http", daemon=True)
                 thread.start()
                 asyncio.run_coroutine_threadsafe(self._sender.start(), loop).result()
-                self._shut_down = weakref.finalize(self, _shut_down, loop, thread, self._sender)
+                self._finalizer = weakref.finalize(self, _shut_down, loop, thread, self._sender)
                 self._loop = loop
             return self._loop
 
@@ -373,7 +374,7 @@ class OpenAIModel(Model):
     def close(self) -> None:
         with self._start_lock:
             if self._loop is not None:
-                self._shut_down()
+                self._finalizer()
                 self._loop = None
 
 
