@@ -30,7 +30,7 @@ def run(
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory."),
     teacher: str = typer.Option(None, "--teacher", help="Use this teacher (and judge) instead of the bundled one."),
-    num: int = typer.Option(None, "--num", help="Instruction records to generate (demo: 24)."),
+    num: int = typer.Option(None, "--num", help="Instruction records to generate (demo: 20)."),
     from_stage: str = typer.Option(None, "--from", help=FROM_HELP),
 ) -> None:
     """The Alpaca loop offline on the bundled models (teacher SmolLM2-135M-Instruct, student Gemma-3-270M, LoRA)."""
