@@ -32,6 +32,7 @@ from apprentice.models.spec import DEFAULT_OPENAI_URL, BackendOptions, ModelSpec
 RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
 MAX_BACKOFF_S = 30.0
 MAX_RETRY_AFTER_S = 120.0
+BATCH_LINGER_S = 0.02  # with several prompts per request: how long a free slot waits for the request to fill
 UNHEALTHY_FOR_S = 5.0  # a base URL that just failed is skipped for this long while others remain
 _SSL_CONTEXT: ssl.SSLContext | None = None
 
@@ -219,10 +220,19 @@ class _Sender:
     async def _next_group(self) -> list[tuple[Request, Future]]:
         """The oldest waiting request, with up to `prompts_per_request - 1` batchable ones queued behind it
         (requests whose stream was left are dropped here)."""
+        per_request = self.options.prompts_per_request
         async with self._ready:
             await self._ready.wait_for(lambda: self._waiting)
+            if per_request > 1 and len(self._waiting) < per_request:
+                # Prompts arrive one by one as the caller plans them from the answers just in: a worker that sent
+                # the first at once would send half-empty requests ever after
+                try:
+                    await asyncio.wait_for(self._ready.wait_for(lambda: len(self._waiting) >= per_request),
+                                           BATCH_LINGER_S)
+                except TimeoutError:
+                    pass  # send what there is
             group: list[tuple[Request, Future]] = []
-            while self._waiting and len(group) < self.options.prompts_per_request:
+            while self._waiting and len(group) < per_request:
                 request, future = self._waiting[0]
                 if group and not batchable(group[0][0], request):
                     break
