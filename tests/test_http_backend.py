@@ -283,3 +283,27 @@ def test_a_model_dropped_without_close_stops_its_loop_thread(capfd):
             time.sleep(0.05)
     assert loop_threads() == before
     assert "Task was destroyed" not in capfd.readouterr().err
+
+
+def test_prompts_planned_one_by_one_still_share_a_request(monkeypatch):
+    from apprentice.models import http
+
+    monkeypatch.setattr(http, "BATCH_LINGER_S", 0.5)  # generous, so that the test does not race the clock
+    handler, bodies = completion_batch_server()
+    results: dict[str, str] = {}
+    with ScriptedServer(handler) as server:
+        model = load_model(f"openai:m@{server.url}", BackendOptions(concurrency=1, prompts_per_request=3))
+
+        def ask(prompt: str) -> None:
+            results[prompt] = model.generate([Request(prompt=prompt)])[0].text
+
+        threads = [threading.Thread(target=ask, args=(p,)) for p in ("a", "b", "c", "d")]
+        for thread in threads:  # each prompt in its own stream call, 50 ms apart, as a generate loop plans them
+            thread.start()
+            time.sleep(0.05)
+        for thread in threads:
+            thread.join(10)
+        model.close()
+    assert results == {"a": "A", "b": "B", "c": "C", "d": "D"}
+    # the free slot waited for a full request; the last prompt went alone once the wait was over
+    assert [b["prompt"] for b in bodies] == [["a", "b", "c"], "d"]
