@@ -70,6 +70,12 @@ def read_text(path: Path) -> str:
         raise UserError(f"{path}: is a directory, expected a file") from None
     except PermissionError:
         raise UserError(f"{path}: permission denied") from None
+    return decode_text(path, data)
+
+
+def decode_text(path: Path, data: bytes) -> str:
+    """`data` (read from `path`) decoded strictly as UTF-8, a leading byte-order mark dropped; an error names the
+    line of the first bad byte."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

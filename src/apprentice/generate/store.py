@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from apprentice.errors import UserError
-from apprentice.jsonfile import parse_jsonl, read_text, require_object
+from apprentice.jsonfile import decode_text, parse_jsonl, require_object
 from apprentice.jsonfile import write_json_atomic  # noqa: F401 - the run writes its JSON files through store
 
 DATA = "data.jsonl"
@@ -69,7 +69,8 @@ def read_log(path: Path) -> list[dict[str, Any]]:
         with open(path, "r+b") as handle:
             handle.truncate(complete)
     try:
-        return [require_object(value, where) for where, value in parse_jsonl(path, read_text(path))]
+        text = decode_text(path, data[:complete])  # the file as it is now, read once
+        return [require_object(value, where) for where, value in parse_jsonl(path, text)]
     except UserError as exc:
         raise UserError(f"{exc}; fix or remove the line to resume") from None
 
