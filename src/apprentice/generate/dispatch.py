@@ -52,11 +52,10 @@ class Dispatcher:
         # Wake one feeder per new job, not all of them: with dozens of feeders, waking every one on every answer
         # costs more CPU than the answers. A woken feeder takes all it can, and each freed slot wakes one more,
         # so no job waits beside a free slot.
+        jobs = list(jobs)
         with self._cond:
-            count = len(self._waiting)
             self._waiting.extend(jobs)
-            if len(self._waiting) > count:
-                self._cond.notify(len(self._waiting) - count)
+            self._cond.notify(len(jobs))
 
     def get(self, timeout: float | None = None) -> tuple[int, Completion] | None:
         """The next answer as (job id, completion); None after `timeout` seconds without one."""

@@ -59,7 +59,7 @@ class RunStats:
 
     @property
     def seconds(self) -> float:
-        return (self.ended or time.monotonic()) - self.started
+        return (time.monotonic() if self.ended is None else self.ended) - self.started
 
     @property
     def candidates(self) -> int:
