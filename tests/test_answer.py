@@ -63,7 +63,7 @@ def test_served_model_gets_chat_turns_and_a_rerun_resumes_after_a_failure(tmp_pa
     written = json.loads(out.read_text())
     assert written == records
     assert written == [{"instruction": t, "output": f"answer to {t.splitlines()[0]}", "generator": "scripted",
-                        "dataset": written[0]["dataset"]} for t in TEXTS]
+                        "dataset": written[0]["dataset"], "finish_reason": "stop"} for t in TEXTS]
 
 
 def test_sidecar_from_other_settings_is_refused(tmp_path):
@@ -97,7 +97,8 @@ def test_local_model_outputs_are_alpaca_eval_and_greedy(tiny_model_dir, tmp_path
                                 max_tokens=8, batch_size=3))
     second = answer(AnswerConfig(model=f"hf:{tiny_model_dir}", prompts=str(prompts), out=str(tmp_path / "b.json"),
                                  max_tokens=8, batch_size=2))
-    assert [list(r) for r in first] == [["instruction", "output", "generator", "dataset"]] * 4
+    assert [list(r) for r in first] == [["instruction", "output", "generator", "dataset", "finish_reason"]] * 4
+    assert {r["finish_reason"] for r in first} <= {"stop", "length"}
     assert [r["instruction"] for r in first] == TEXTS and {r["generator"] for r in first} == {"model"}
     assert first == second  # greedy: the same answers whatever the batching
     assert json.loads((tmp_path / "a.json").read_text()) == first

@@ -31,11 +31,12 @@ def _options(
 
 
 def _register_commands() -> None:
-    from apprentice.commands import annotate, answer, dedup, generate, judge, models, pipeline, report, train
+    from apprentice.commands import (annotate, answer, dedup, fidelity, generate, judge, models, pipeline, report,
+                                     train)
 
     # the order of `apprentice --help`: the loop from one command, then its stages in order, then model tools
     for register in (pipeline.register, generate.register, dedup.register, train.register, answer.register,
-                     judge.register, annotate.register, report.register, models.register):
+                     fidelity.register, judge.register, annotate.register, report.register, models.register):
         register(app)
 
 

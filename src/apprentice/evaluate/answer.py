@@ -10,7 +10,9 @@ How a prompt is put to the model:
 * any other local model (a base model): the Alpaca template; `--base-template` forces this for chat models too.
 
 Answers are appended to `OUT.partial.jsonl` as they arrive; a rerun skips the prompts answered there. The final JSON
-is written at the end (temp file, then rename) and the sidecar removed.
+is written at the end (temp file, then rename) and the sidecar removed. Each record also keeps the answer's
+`finish_reason` ("stop", or "length" at --max-tokens): AlpacaEval ignores extra keys, `apprentice fidelity`
+reads it for the stop rate.
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ def answer(config: AnswerConfig, console: Console | None = None) -> list[dict[st
                   highlight=False)
     if todo:
         _generate(config, spec, style, todo, generator, sidecar, done, console)
-    records = [{k: v for k, v in done[p.text].items() if k != "finish_reason"} for p in prompts]
+    records = [done[p.text] for p in prompts]  # finish_reason kept: AlpacaEval ignores it, `fidelity` reads it
     write_json_atomic(out, records)
     sidecar.path.unlink(missing_ok=True)
     cut = sum(done[p.text].get("finish_reason") == "length" for p in prompts)
