@@ -1,7 +1,8 @@
 """The LLM judge end to end against real HTTP servers: a scripted judge whose verdict depends on the order the
 outputs are shown in (swap rule, position bias), garbage answers (strict retry, then a failed judgment), identical
-outputs (no call), log-probabilities, the response cache (a rerun makes no request), the CLI, and `apprentice
-serve` over a tiny model."""
+outputs (no call), log-probabilities (the verdict, and the probability preference whose position lean cancels), the
+response cache (a rerun makes no request), the CLI with AlpacaEval 2's fractional files, and `apprentice serve` over
+a tiny model."""
 
 import json
 import math
@@ -30,6 +31,27 @@ def always_first(path, body):
     return chat_reply("A")
 
 
+def with_logprobs(reply, probabilities: dict[str, float]):
+    """`reply` with first-token top log-probabilities, as an OpenAI-compatible server sends them."""
+    top = [{"token": token, "logprob": math.log(p)} for token, p in probabilities.items()]
+    reply.body["choices"][0]["logprobs"] = {"content": [{"token": top[0]["token"], "logprob": top[0]["logprob"],
+                                                         "top_logprobs": top}]}
+    return reply
+
+
+def leans_first(path, body):
+    """A judge that reads positions only: 90% on whichever output it is shown first, whatever they say."""
+    return with_logprobs(chat_reply("A"), {"A": 0.9, "B": 0.1})
+
+
+def leans_first_but_reads(path, body):
+    """A position-biased judge whose probabilities also follow the content: the output marked GOOD gets 0.8 shown
+    first and 0.6 shown second; unmarked pairs get the bare lean, 0.7 on the first."""
+    first, second, _ = shown(body)
+    p_first = 0.8 if "GOOD" in first else 0.4 if "GOOD" in second else 0.7
+    return with_logprobs(chat_reply("A" if p_first > 0.5 else "B"), {"A": p_first, "B": 1 - p_first})
+
+
 def prefers_marker(path, body):
     """A consistent judge: whichever output says GOOD wins, wherever it is shown, in varied phrasings."""
     first, second, _ = shown(body)
@@ -53,11 +75,81 @@ def test_a_judge_that_always_picks_the_first_gives_ties_and_shows_its_bias(tmp_p
         assert server.count("/chat/completions") == 6
     assert [r["preference"] for r in result] == [1.5, 1.5, 1.5]
     assert all(r["swap_agreement"] is False for r in result)
+    assert all(r["preference_from"] == "verdicts" for r in result)  # no log-probabilities: hard verdicts, as before
+    first, second = result[0]["orders"]
+    assert (first["shown_first"], first["verdict"], first["preference"], first["p_output_2"]) == (1, "A", 1.0, None)
+    assert (second["shown_first"], second["verdict"], second["preference"], second["p_output_2"]) == (2, "A", 2.0, None)
+    summary = summarize(result)
+    assert (summary["swap_agreement"], summary["first_position_share"], summary["position_verdicts"]) == (0.0, 1.0, 6)
+    assert (summary["first_position_prob"], summary["position_probs"], summary["fractional"]) == (None, 0, 0)
+
+
+def test_a_probability_judge_that_reads_positions_only_gives_exact_ties(tmp_path):
+    with ScriptedServer(leans_first) as server:
+        result = judge_pairs(pairs(("a0", "b0"), ("a1", "b1"), ("a2", "b2")), judge_model(server, tmp_path))
+    assert [r["preference"] for r in result] == [1.5, 1.5, 1.5]  # exactly: the lean cancels, it is not a win
+    assert all(r["preference_from"] == "logprobs" and r["swap_agreement"] is False for r in result)
     first, second = result[0]["orders"]
     assert (first["shown_first"], first["verdict"], first["preference"]) == (1, "A", 1.0)
     assert (second["shown_first"], second["verdict"], second["preference"]) == (2, "A", 2.0)
+    assert (first["p_output_2"], second["p_output_2"]) == (pytest.approx(0.1), pytest.approx(0.9))
     summary = summarize(result)
-    assert (summary["swap_agreement"], summary["first_position_share"], summary["position_verdicts"]) == (0.0, 1.0, 6)
+    assert (summary["win_rate"], summary["wins"], summary["ties"], summary["losses"]) == (0.5, 0, 3, 0)
+    assert summary["first_position_prob"] == pytest.approx(0.9) and summary["position_probs"] == 6
+    assert summary["first_position_share"] == 1.0
+
+
+def test_a_probability_judge_that_follows_the_content_moves_the_preference(tmp_path):
+    data = pairs(("a0", "GOOD b0"), ("a1", "GOOD b1"), ("GOOD a2", "b2"), ("a3", "b3"))
+    with ScriptedServer(leans_first_but_reads) as server:
+        result = judge_pairs(data, judge_model(server, tmp_path))
+    # B GOOD: P(B file) is 0.6 shown second and 0.8 shown first, mean 0.7; A GOOD the mirror; unmarked 0.3 and 0.7
+    assert [r["preference"] for r in result] == pytest.approx([1.7, 1.7, 1.3, 1.5])
+    assert [r["swap_agreement"] for r in result] == [True, True, True, False]
+    assert [[o["p_output_2"] for o in r["orders"]] for r in result[:2]] == [pytest.approx([0.6, 0.8])] * 2
+    summary = summarize(result)
+    assert summary["model"] == "beta" and summary["win_rate"] == pytest.approx((0.7 + 0.7 + 0.3 + 0.5) / 4)
+    assert (summary["wins"], summary["ties"], summary["losses"], summary["fractional"]) == (2, 1, 1, 3)
+    assert summary["first_position_prob"] == pytest.approx((0.4 + 0.8) * 3 / 8 + 0.7 * 2 / 8)
+    all_good_b = summarize(result[:2])
+    assert all_good_b["win_rate"] == pytest.approx(0.7) and all_good_b["wins"] == 2
+
+
+def test_probabilities_count_only_when_every_order_has_them(tmp_path):
+    def handler(path, body):
+        first, second, _ = shown(body)
+        if first.startswith("a"):  # A shown first: probabilities; B shown first: text only
+            return with_logprobs(chat_reply("B"), {"A": 0.45, "B": 0.55})
+        return chat_reply("A")
+
+    with ScriptedServer(handler) as server:
+        [result] = judge_pairs(pairs(("a0", "b0")), judge_model(server, tmp_path))
+    assert (result["preference"], result["preference_from"], result["swap_agreement"]) == (2.0, "verdicts", True)
+    assert [o["p_output_2"] for o in result["orders"]] == [pytest.approx(0.55), None]
+
+
+def test_one_order_with_probabilities_is_that_order_s_probability(tmp_path):
+    data = pairs(*[(f"a{i}", f"GOOD b{i}") for i in range(6)])
+    with ScriptedServer(leans_first_but_reads) as server:
+        result = judge_pairs(data, judge_model(server, tmp_path), orders=1, seed=0)
+    for item in result:
+        [order] = item["orders"]
+        assert item["preference"] == pytest.approx(1.8 if order["shown_first"] == 2 else 1.6)
+        assert item["preference_from"] == "logprobs" and item["swap_agreement"] is None
+    assert {item["orders"][0]["shown_first"] for item in result} == {1, 2}
+
+
+def test_a_probability_without_a_verdict_is_retried_then_used(tmp_path):
+    def handler(path, body):  # the first token is never a label, but some mass sits on A and B
+        return with_logprobs(chat_reply("The first"), {"The": 0.9, "A": 0.02, "B": 0.06})
+
+    with ScriptedServer(handler) as server:
+        [result] = judge_pairs(pairs(("a0", "b0")), judge_model(server, tmp_path))
+        assert server.count() == 4  # both orders asked again strictly, for want of a verdict
+    assert (result["preference_from"], result["failure"], result["swap_agreement"]) == ("logprobs", None, None)
+    assert result["preference"] == pytest.approx(1.5)  # 0.75 for B shown second, 0.25 for B shown first
+    assert [o["verdict"] for o in result["orders"]] == [None, None]
+    assert all(len(o["texts"]) == 2 for o in result["orders"])
 
 
 def test_a_consistent_judge_gives_consistent_wins(tmp_path):
@@ -68,8 +160,8 @@ def test_a_consistent_judge_gives_consistent_wins(tmp_path):
     assert [r["swap_agreement"] for r in result] == [True, True, True, True]
     assert result[0] | {"orders": None} == {
         "instruction": "instruction 0", "output_1": "a0", "generator_1": "alpha", "output_2": "GOOD b0",
-        "generator_2": "beta", "annotator": "the-judge", "preference": 2.0, "dataset": "set2",
-        "swap_agreement": True, "failure": None, "orders": None}
+        "generator_2": "beta", "annotator": "the-judge", "preference": 2.0, "preference_from": "verdicts",
+        "dataset": "set2", "swap_agreement": True, "failure": None, "orders": None}
     assert result[0]["orders"][0]["texts"] == ["After careful thought, Response B is better."]
     assert result[0]["orders"][1]["texts"] == ["[[A]]"]
     summary = summarize(result)
@@ -135,21 +227,19 @@ def test_identical_outputs_are_a_tie_without_a_call(tmp_path):
         assert server.count() == 2
     assert [r["preference"] for r in result] == [1.5, 2.0, 1.5]
     assert result[0]["orders"] == [] and result[0]["swap_agreement"] is None
+    assert [r["preference_from"] for r in result] == ["identical", "verdicts", "identical"]
 
 
 def test_verdict_from_logprobs_when_the_text_has_none(tmp_path):
     def handler(path, body):
         first, _, _ = shown(body)
-        reply = chat_reply("The")
-        top = [{"token": "B", "logprob": math.log(0.1)},
-               {"token": "A" if first == "x" else "B", "logprob": math.log(0.8)}]
-        reply.body["choices"][0]["logprobs"] = {"content": [{"token": "The", "logprob": -0.1, "top_logprobs": top}]}
-        return reply
+        return with_logprobs(chat_reply("The"), {"B": 0.1, "A": 0.8} if first == "x" else {"B": 0.8, "A": 0.1})
 
     with ScriptedServer(handler) as server:
         [result] = judge_pairs(pairs(("x", "y")), judge_model(server, tmp_path))
     assert [(o["verdict"], o["verdict_from"]) for o in result["orders"]] == [("A", "logprobs"), ("B", "logprobs")]
-    assert result["preference"] == 1.0 and result["swap_agreement"] is True
+    assert [o["preference"] for o in result["orders"]] == [1.0, 1.0] and result["swap_agreement"] is True
+    assert result["preference"] == pytest.approx(1 + 1 / 9) and result["preference_from"] == "logprobs"
 
 
 def test_prompts_load_and_hold_the_outputs():
@@ -219,6 +309,10 @@ def test_cli_mismatched_files_fail_in_one_line_and_write_nothing(tmp_path):
     ("[1, 2", "not JSON"),
     ('{"a": 1}', "expected an AlpacaEval annotations list"),
     ('[{"output_1": "a", "output_2": "b", "preference": 3}]', "item 0: preference 3 is not"),
+    ('[{"output_1": "a", "output_2": "b", "preference": 1.2}, {"output_1": "a", "output_2": "b", "preference": 2.5}]',
+     "item 1: preference 2.5 is not a number from 1 to 2"),
+    ('[{"output_1": "a", "output_2": "b", "preference": -1}]', "item 0: preference -1 is not"),
+    ('[{"output_1": "a", "output_2": "b", "preference": "x"}]', "item 0: preference 'x' is not"),
 ])
 def test_cli_tally_bad_files(tmp_path, content, message):
     path = tmp_path / "bad.json"
@@ -227,6 +321,25 @@ def test_cli_tally_bad_files(tmp_path, content, message):
     assert result.returncode == 2
     assert message in result.stderr and str(path) in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def test_cli_tally_of_an_alpaca_eval_2_file(tmp_path):
+    preferences = [1.8444, 1.0, 1.2, 1.5, "1.9"]
+    path = tmp_path / "weighted_alpaca_eval_gpt4_turbo.annotations.json"
+    path.write_text(json.dumps([
+        {"instruction": f"q{i}", "output_1": "reference answer", "generator_1": "gpt4_1106_preview",
+         "output_2": "model answer " * (i + 1), "generator_2": "student",
+         "annotator": "weighted_alpaca_eval_gpt4_turbo", "preference": p, "dataset": "helpful_base"}
+        for i, p in enumerate(preferences)]))
+    result = run_cli("tally", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    [summary] = json.loads(result.stdout)
+    assert summary["win_rate"] == pytest.approx((0.8444 + 0 + 0.2 + 0.5 + 0.9) / 5)
+    assert (summary["model"], summary["wins"], summary["ties"], summary["losses"]) == ("student", 2, 1, 2)
+    assert (summary["fractional"], summary["sign_test_p"]) == (3, 1.0)
+    table = run_cli("tally", str(path))
+    assert table.returncode == 0, table.stderr
+    assert "fractional preferences" in table.stdout and "48.89%" in table.stdout
 
 
 def test_tally_reads_a_votes_database(tmp_path):
@@ -260,7 +373,8 @@ def test_judge_against_apprentice_serve_over_a_tiny_model(tiny_model_dir, tmp_pa
     assert 4 <= model.stats["paid_calls"] <= 8
     assert rerun.stats["paid_calls"] == 0 and again == result
     for item in result:
-        assert item["preference"] in (1.0, 2.0, 1.5, None)
+        assert item["preference"] is None or 1.0 <= item["preference"] <= 2.0
+        assert item["preference_from"] in ("logprobs", "verdicts", None)
         assert len(item["orders"]) == 2
         assert all(len(order["texts"]) == (1 if order["verdict"] else 2) for order in item["orders"])
         assert (item["preference"] is None) == (item["failure"] is not None)

@@ -1,7 +1,9 @@
-"""Pairwise statistics: exact reproductions of published numbers, the Alpaca 90-vs-89 result, and bad input."""
+"""Pairwise statistics: exact reproductions of published numbers, the Alpaca 90-vs-89 result, AlpacaEval 2's
+fractional preferences, and bad input."""
 
 import csv
 import json
+import math
 
 import pytest
 
@@ -26,15 +28,16 @@ def annotation(preference, own="x" * 10, other="y" * 10, dataset=None, model_sid
 
 @pytest.mark.parametrize("value, expected", [
     (1, 1.0), (2, 2.0), (1.5, 1.5), (0, 1.5), (1.0, 1.0), ("1", 1.0), ("2", 2.0), ("0", 1.5), (" 1.5 ", 1.5),
-    (None, None),
+    (1.8444, 1.8444), (1.2, 1.2), ("1.0001", 1.0001), (1.9999999, 1.9999999), (None, None),
 ])
 def test_read_preference(value, expected):
     assert read_preference(value, 0) == expected
 
 
-@pytest.mark.parametrize("value", [3, -1, 1.2, "a", "", True, [1], {"p": 1}])
+@pytest.mark.parametrize("value", [3, 2.5, 2.0001, 0.9999, 0.5, -1, "x", "a", "", "nan", math.nan, math.inf, True,
+                                   [1], {"p": 1}])
 def test_unknown_preferences_are_errors_naming_the_item(value):
-    with pytest.raises(UserError, match=r"^item 7: preference .* is not 1 or 2"):
+    with pytest.raises(UserError, match=r"^item 7: preference .* is not a number from 1 to 2"):
         read_preference(value, 7)
 
 
@@ -43,6 +46,7 @@ def test_gpt4_annotations_reproduce_the_leaderboard(shared_data):
     summary = summarize(annotations)
     assert (summary["model"], summary["opponent"]) == ("alpaca-7b", "text_davinci_003")
     assert (summary["wins"], summary["losses"], summary["ties"], summary["failed"]) == (205, 584, 16, 0)
+    assert summary["fractional"] == 0
     with open(shared_data / "alpaca_eval/alpaca_eval_gpt4_leaderboard.csv") as handle:
         row = next(r for r in csv.DictReader(handle) if r["name"] == "Alpaca 7B")
     assert float(row["win_rate"]) == pytest.approx(26.4596, abs=1e-4)
@@ -75,10 +79,46 @@ def test_summary_counts_rates_and_failures():
     items = [annotation(2)] * 6 + [annotation(1.5)] * 2 + [annotation(1)] * 2 + [annotation(None)] * 3
     summary = summarize(items)
     assert (summary["n"], summary["wins"], summary["ties"], summary["losses"], summary["failed"]) == (10, 6, 2, 2, 3)
-    assert summary["win_rate"] == pytest.approx(0.7)
+    assert summary["win_rate"] == 0.7
+    assert summary["fractional"] == 0
     assert summary["decisive_share"] == pytest.approx(0.75)
     assert summary["sign_test_p"] == pytest.approx(0.2890625)  # 2 * P(X >= 6 | n=8, p=1/2)
     assert summary["by_dataset"] == {}
+
+
+# AlpacaEval 2 style: a weighted annotator stores 1 + P(output_2 wins); the evaluated model is output_2
+FRACTIONAL = [1.8444, 1.0, 1.2, 2.0, 1.5, 1.9, "1.65", None]
+FRACTIONAL_SCORES = [0.8444, 0.0, 0.2, 1.0, 0.5, 0.9, 0.65]  # preference - 1, by hand
+
+
+def alpaca_eval_2(preferences) -> list[dict]:
+    return [annotation(p, own="x" * (10 + i), dataset="helpful_base" if i % 2 else "koala",
+                       annotator="weighted_alpaca_eval_gpt4_turbo") for i, p in enumerate(preferences)]
+
+
+def test_fractional_preferences_are_scored_as_they_are():
+    summary = summarize(alpaca_eval_2(FRACTIONAL))
+    assert summary["win_rate"] == pytest.approx(sum(FRACTIONAL_SCORES) / 7, abs=1e-12)  # 0.58491...
+    # decisive by the side of 0.5: 0.8444, 1.0, 0.9 and 0.65 win; 0.0 and 0.2 lose; 0.5 is the tie
+    assert (summary["n"], summary["wins"], summary["losses"], summary["ties"], summary["failed"]) == (7, 4, 2, 1, 1)
+    assert summary["fractional"] == 4
+    assert summary["sign_test_p"] == pytest.approx(2 * (15 + 6 + 1) / 64)  # 2 * P(X >= 4 | n=6, p=1/2)
+    assert summary["decisive_share"] == pytest.approx(4 / 6)
+    low, high = summary["decisive_share_ci"]
+    assert (round(low, 3), round(high, 3)) == (0.300, 0.903)
+    low, high = summary["win_rate_ci"]
+    assert low < summary["win_rate"] < high and 0 <= low and high <= 1
+    assert 0 < summary["length_controlled_win_rate"] < 1
+    assert summary["by_dataset"]["koala"]["win_rate"] == pytest.approx((0.8444 + 0.2 + 0.5 + 0.65) / 4)
+
+
+def test_fractional_preferences_from_the_other_side():
+    summary = summarize(alpaca_eval_2(FRACTIONAL), model="r")
+    assert summary["win_rate"] == pytest.approx(1 - sum(FRACTIONAL_SCORES) / 7, abs=1e-12)
+    assert (summary["wins"], summary["losses"], summary["ties"], summary["fractional"]) == (2, 4, 1, 4)
+    # the model as output_1 scores 2 - preference, wherever it sits
+    found = comparisons([annotation(1.25, model_side=1), annotation(1.25, model_side=2)], model="m")[2]
+    assert [c.score for c in found] == [0.75, 0.25]
 
 
 def test_bootstrap_interval_is_seeded():

@@ -1,10 +1,11 @@
-"""The judge-answer parser, table-driven: the shapes judges answer in, and the ambiguous ones that must be None."""
+"""The judge-answer parser, table-driven: the shapes judges answer in, the ambiguous ones that must be None, and
+what first-token log-probabilities say (a verdict, and the soft preference P(B) / (P(A) + P(B)))."""
 
 import math
 
 import pytest
 
-from apprentice.evaluate.verdict import parse_verdict, verdict_from_logprobs
+from apprentice.evaluate.verdict import parse_verdict, second_probability, verdict_from_logprobs
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -71,3 +72,21 @@ def lp(**probabilities):
 ])
 def test_verdict_from_logprobs(top, expected):
     assert verdict_from_logprobs(top) == expected
+
+
+@pytest.mark.parametrize("top, expected", [
+    (lp(A=0.9, B=0.1), 0.1),
+    (lp(A=0.2, B=0.6), 0.75),
+    # the spellings of one label add up
+    ({"▁A": math.log(0.2), " a": math.log(0.2), "[B": math.log(0.1), "Ġb": math.log(0.1)}, 1 / 3),
+    ({"Tie": math.log(0.6), "A": math.log(0.1), "B": math.log(0.3)}, 0.75),  # tie mass is left aside
+    ({"The": math.log(0.9), "B": math.log(0.01)}, 1.0),  # any label mass counts, however small
+    (lp(A=0.5), 0.0),
+    ({"The": math.log(0.9), "Tie": math.log(0.1)}, None),  # nothing on A or B: nothing measured
+    ({}, None), (None, None),
+])
+def test_second_probability(top, expected):
+    if expected is None:
+        assert second_probability(top) is None
+    else:
+        assert second_probability(top) == pytest.approx(expected, rel=1e-12)

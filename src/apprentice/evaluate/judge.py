@@ -8,13 +8,25 @@ AlpacaEval-style annotations.
 or `apprentice judge --a A.json --b B.json --judge SPEC --out judgments.json`.
 
 Judges favour whichever output they read first, so by default each pair is judged twice, A shown first and then B
-shown first; the two verdicts must agree to count, and a disagreement is a tie with the disagreement recorded
-(FastChat's rule). With `orders=1` each pair is judged once in a seeded random order (AlpacaEval's way); the swap is
-recorded and undone after parsing. Identical outputs are a tie without a call. An answer with no readable verdict is
-asked again once with a stricter prompt; if that fails too the judgment fails: preference None, never a guess.
+shown first. With `orders=1` each pair is judged once in a seeded random order (AlpacaEval's way). Either way the
+swap is recorded and undone after reading. Identical outputs are a tie without a call. An answer with no readable
+verdict is asked again once with a stricter prompt.
+
+How an order's answers become the pair's preference:
+- **Probabilities**, when the judge returns first-token log-probabilities (local models do; HTTP servers when they
+  support `top_logprobs`) and every order of the pair has some probability on the labels A and B: each order gives
+  p = P(B) / (P(A) + P(B)) (`verdict.second_probability`), turned into the probability that the B file's output
+  wins, and the preference is 1 + the mean p over the orders, a fraction in [1, 2] as AlpacaEval 2's weighted
+  annotators write it. A judge that leans towards the first-shown output by the same amount in both orders thus
+  lands at exactly 1.5, whatever the size of its lean; only a preference that follows the content moves it.
+- **Hard verdicts** otherwise (FastChat's rule): two orders must agree to count, a disagreement is a tie with the
+  disagreement recorded; one order counts as it is. An order with no verdict even after the strict retry fails the
+  judgment: preference None, never a guess.
 
 Annotations follow AlpacaEval: output_1 is A, output_2 is B, preference 1 = output_1 wins, 2 = output_2 wins,
-1.5 = tie, None = failed. Each also keeps the raw judge texts and verdict per order and whether the orders agreed.
+1.5 = tie, a fraction between = a probability, None = failed; `preference_from` says which way it was made
+("logprobs", "verdicts", "identical" or None for a failed one). Each also keeps, per order, the raw judge texts, the
+hard verdict and the probability, and whether the two orders' hard verdicts agreed (`swap_agreement`).
 """
 
 from __future__ import annotations
@@ -30,7 +42,7 @@ from rich.console import Console
 
 from apprentice.evaluate.outputs import Pair
 from apprentice.evaluate.stats import TIE
-from apprentice.evaluate.verdict import Verdict, parse_verdict, verdict_from_logprobs
+from apprentice.evaluate.verdict import Verdict, parse_verdict, second_probability, verdict_from_logprobs
 from apprentice.jsonfile import write_json_atomic
 from apprentice.models import Completion, Model, Request
 from apprentice.models.spec import BackendOptions
@@ -53,6 +65,14 @@ class _View:
     texts: list[str] = field(default_factory=list)
     verdict: Verdict | None = None  # in the judge's labels: A = shown first
     source: str | None = None  # "text" or "logprobs"
+    p_second: float | None = None  # P(B) / (P(A) + P(B)) of the first token, in the judge's labels
+
+    def read(self, completion: Completion) -> None:
+        """Take the verdict and the probability from one answer; a strict retry replaces both, so that the two
+        always describe the same answer."""
+        self.texts.append(completion.text)
+        self.verdict, self.source = _read_verdict(completion)
+        self.p_second = second_probability(completion.top_logprobs)
 
     @property
     def preference(self) -> float | None:
@@ -63,9 +83,16 @@ class _View:
             return TIE
         return 1.0 if (self.verdict == "A") != self.swapped else 2.0
 
+    @property
+    def p_output_2(self) -> float | None:
+        """The probability that the B file's output wins, swap undone."""
+        if self.p_second is None:
+            return None
+        return 1.0 - self.p_second if self.swapped else self.p_second
+
     def to_json(self) -> dict:
         return {"shown_first": 2 if self.swapped else 1, "texts": self.texts, "verdict": self.verdict,
-                "verdict_from": self.source, "preference": self.preference}
+                "verdict_from": self.source, "preference": self.preference, "p_output_2": self.p_output_2}
 
 
 def seeded_swap(seed: int, instruction: str) -> bool:
@@ -96,32 +123,35 @@ def _ask(model: Model, pairs: Sequence[Pair], views: list[_View], strict: bool, 
          on_answer: Callable[[], None]) -> None:
     requests = [judge_request(pairs[v.pair], v.swapped, strict, max_tokens) for v in views]
     for index, completion in model.stream(requests):
-        view = views[index]
-        view.texts.append(completion.text)
-        view.verdict, view.source = _read_verdict(completion)
+        views[index].read(completion)
         on_answer()
 
 
 def _annotation(pair: Pair, views: list[_View], annotator: str) -> dict:
     preferences = [v.preference for v in views]
-    agreement: bool | None = None
+    probabilities = [v.p_output_2 for v in views]
+    agreement = preferences[0] == preferences[1] if len(views) == 2 and None not in preferences else None
     failure: str | None = None
+    preference: float | None
+    made_from: str | None
     if not views:
-        preference: float | None = TIE  # identical outputs
+        preference, made_from = TIE, "identical"
+    elif None not in probabilities:
+        # one order without label probabilities would leave the other's position lean uncancelled
+        preference, made_from = 1.0 + sum(probabilities) / len(probabilities), "logprobs"
     elif None in preferences:
-        preference = None
+        preference, made_from = None, None
         failed = ", ".join("B first" if v.swapped else "A first" for v in views if v.preference is None)
         failure = f"no verdict after a strict retry ({failed})"
     elif len(views) == 1:
-        preference = preferences[0]
+        preference, made_from = preferences[0], "verdicts"
     else:
-        agreement = preferences[0] == preferences[1]
-        preference = preferences[0] if agreement else TIE
+        preference, made_from = preferences[0] if agreement else TIE, "verdicts"
     return {
         "instruction": pair.instruction,
         "output_1": pair.output_a, "generator_1": pair.generator_a,
         "output_2": pair.output_b, "generator_2": pair.generator_b,
-        "annotator": annotator, "preference": preference, "dataset": pair.dataset,
+        "annotator": annotator, "preference": preference, "preference_from": made_from, "dataset": pair.dataset,
         "swap_agreement": agreement, "failure": failure,
         "orders": [v.to_json() for v in views],
     }
@@ -155,6 +185,8 @@ def judge_pairs(pairs: Sequence[Pair], model: Model, *, orders: int = 2, seed: i
     if progress:
         progress(0, planned)
     _ask(model, pairs, pending, False, max_tokens, answered)
+    # a probability without a verdict is retried too: its first token was no label ("The"), so the little mass
+    # left on A and B measures little; the strict prompt asks for the label itself
     retry = [v for v in pending if v.verdict is None]
     if retry:
         planned += len(retry)

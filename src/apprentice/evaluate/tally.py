@@ -3,8 +3,9 @@
     from apprentice.evaluate.tally import tally_file, print_summary
     print_summary(tally_file("judgments.json"))
 
-A file is an AlpacaEval-style annotations JSON list (ours, or AlpacaEval's own) or a human-votes SQLite database
-written by `apprentice annotate` (recognised by its header bytes, not its name).
+A file is an AlpacaEval-style annotations JSON list (ours, or AlpacaEval's own, AlpacaEval 2's fractional
+preferences included) or a human-votes SQLite database written by `apprentice annotate` (recognised by its header
+bytes, not its name).
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
         ("sign test p", f"{_p(s['sign_test_p'])} (exact, two-sided, ties dropped)"),
         ("length-controlled", _percent(s["length_controlled_win_rate"])),
     ]
+    if s["fractional"]:
+        rows.insert(1, ("fractional preferences", f"{s['fractional']}, scored as they are (the win rate is the mean "
+                                                  f"score); above 0.5 counts as a win, below as a loss"))
     for side, name in (("model", s["model"]), ("opponent", s["opponent"])):
         lengths = s["mean_length"][side]
         if lengths["chars"] is not None:
@@ -91,6 +95,9 @@ def print_summary(summary: dict, console: Console | None = None) -> None:
     if s["position_verdicts"]:
         rows.append(("picked first-shown", f"{_percent(s['first_position_share'])} of "
                                             f"{s['position_verdicts']} decisive single-order verdicts"))
+    if s["position_probs"]:
+        rows.append(("first-shown probability", f"{_percent(s['first_position_prob'])} mean over "
+                                                 f"{s['position_probs']} orders (50% = no lean)"))
     for label, value in rows:
         table.add_row(escape(label), escape(value))
     console.print(table)

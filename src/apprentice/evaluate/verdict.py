@@ -1,4 +1,6 @@
-"""Read a judge's answer: `parse_verdict(text)` and `verdict_from_logprobs(top_logprobs)` -> "A" | "B" | "tie" | None.
+"""Read a judge's answer: `parse_verdict(text)` and `verdict_from_logprobs(top_logprobs)` -> "A" | "B" | "tie" | None,
+and `second_probability(top_logprobs)` -> P(B) / (P(A) + P(B)), the judge's soft preference for the output it was
+shown second.
 
 Judges answer in many shapes ("B", "Output (a)", "[[A]]", "**Answer:** B", "Both are equally good", "Response B is
 better because ..."). The parser looks for evidence in order of how deliberate it is and stops at the first kind
@@ -107,21 +109,36 @@ def parse_verdict(text: str) -> Verdict | None:
     return "tie" if _TIE.search(cleaned) else None
 
 
-def verdict_from_logprobs(top_logprobs: Mapping[str, float] | None, min_mass: float = 0.5) -> Verdict | None:
-    """The verdict the first generated token's log-probabilities point to, when they point clearly.
+def label_mass(top_logprobs: Mapping[str, float] | None) -> dict[Verdict, float]:
+    """The probability the first generated token's top log-probabilities put on each label.
 
-    Tokens are read as labels after stripping spaces, tokenizer markers and brackets (" A", "▁B", "(a", "Tie").
-    Returns None unless the labels together hold at least `min_mass` of the probability (a first token such as
-    "The" means the verdict comes later in the text) and one label is strictly the most probable."""
-    if not top_logprobs:
-        return None
+    Tokens are read as labels after stripping spaces, tokenizer markers and brackets (" A", "▁B", "(a", "Tie"), so
+    the spellings of one label add up."""
     mass: dict[Verdict, float] = {"A": 0.0, "B": 0.0, "tie": 0.0}
-    for token, logprob in top_logprobs.items():
+    for token, logprob in (top_logprobs or {}).items():
         word = token.replace("▁", " ").replace("Ġ", " ").strip().strip("[](){}*\"'.:,").lower()
         verdict = {"a": "A", "b": "B", "tie": "tie"}.get(word)
         if verdict is not None:
             mass[verdict] += math.exp(logprob)
+    return mass
+
+
+def verdict_from_logprobs(top_logprobs: Mapping[str, float] | None, min_mass: float = 0.5) -> Verdict | None:
+    """The verdict the first generated token's log-probabilities point to, when they point clearly.
+
+    Returns None unless the labels (read as `label_mass` reads them) together hold at least `min_mass` of the
+    probability (a first token such as "The" means the verdict comes later in the text) and one label is strictly
+    the most probable."""
+    mass = label_mass(top_logprobs)
     ranked = sorted(mass.items(), key=lambda item: item[1], reverse=True)
     if sum(mass.values()) < min_mass or ranked[0][1] == ranked[1][1]:
         return None
     return ranked[0][0]
+
+
+def second_probability(top_logprobs: Mapping[str, float] | None) -> float | None:
+    """P(B) / (P(A) + P(B)) over the first token's labels: how likely the judge is to pick the output it was shown
+    second, ties left aside. None when neither A nor B is among the top tokens, since nothing was measured then."""
+    mass = label_mass(top_logprobs)
+    total = mass["A"] + mass["B"]
+    return mass["B"] / total if total > 0 else None
