@@ -122,3 +122,90 @@ def test_preloaded_instructions_count_and_are_not_repeated():
     state = make(num=10, preloaded=preloaded, salt="segment-6")
     more, _, _ = drive(state, "fifo")
     assert len(more) == 4 and not {r["instruction"] for r in more} & set(preloaded)
+
+
+# ---- teacher outputs: every record's output is the teacher's answer to its instruction -----------------------------
+
+def teacher_answer(request) -> Completion:
+    """`answer` for the generating prompts; an answer job (the record's instruction, asked as a user would) gets a
+    reply that names the instruction, or an empty one (rejected) when it mentions amber."""
+    prompt = request.messages[-1]["content"] if request.is_chat else request.prompt
+    if "tasks that people ask" in prompt or "List of 20 tasks" in prompt or "Task:" in prompt:
+        return answer(request)
+    if "amber" in prompt:
+        return Completion("   ", "stop", 10, 0)
+    return Completion(f"Answer: {prompt.splitlines()[0]}", "stop", 10, 5)
+
+
+def drive_teacher(state: Generation, order: str, seed: int = 0) -> tuple[list, list, list]:
+    rng = random.Random(seed)
+    kept, rejected, jobs = [], [], []
+    in_flight = state.new_jobs()
+    jobs += in_flight
+    while not state.finished:
+        job = in_flight.pop(0 if order == "fifo" else rng.randrange(len(in_flight)))
+        for outcome in state.receive(job.id, teacher_answer(job.request)):
+            kept += outcome.kept
+            rejected += outcome.rejected
+        new = state.new_jobs()
+        jobs += new
+        in_flight += new
+        asked = sum(j.kind == "answer" for j in in_flight)
+        assert len(kept) + asked <= state.plan.num  # never more answers asked for than records are missing
+    return kept, rejected, jobs
+
+
+def make_teacher(strategy=SELF_INSTRUCT, chat=True, answer_chat=True, num=12) -> Generation:
+    plan = Plan(strategy=strategy, chat=chat, seed=3, num=num, max_requests=500, window=30, outputs="teacher",
+                answer_chat=answer_chat, answer_max_tokens=77, answer_temperature=0.0)
+    return Generation(plan, SEEDS, FilterConfig(), teacher="t")
+
+
+@pytest.mark.parametrize("strategy, chat", [(SELF_INSTRUCT, True), (SELF_INSTRUCT, False), (ALPACA, False)])
+def test_teacher_outputs_are_the_answers_and_do_not_depend_on_arrival_order(strategy, chat):
+    runs = [drive_teacher(make_teacher(strategy, chat), order, seed) for order, seed in
+            [("fifo", 0), ("random", 1), ("random", 2)]]
+    kept, rejected, jobs = runs[0]
+    assert len(kept) == 12 and all(r["output_from"] == "teacher" for r in kept)
+    for other in runs[1:]:
+        assert other[0] == kept and other[1] == rejected
+    answers = {j.id: j for j in jobs if j.kind == "answer"}
+    for record in kept:
+        job = answers[record["job"]]
+        message = record["instruction"] + (f"\n\n{record['input']}" if record["input"] else "")
+        assert job.request.messages == ({"role": "user", "content": message},)  # as `apprentice answer` asks
+        assert (job.request.max_tokens, job.request.temperature) == (77, 0.0)
+        assert record["output"] == f"Answer: {record['instruction']}"
+        assert record["request_id"] == job.request.key() and record["parent_job"] == job.parent
+        assert "inline_output" in record
+    failed = [r for r in rejected if r["stage"] == "answer"]
+    assert failed and {r["reason"] for r in failed} == {"empty_output"}
+
+
+def test_teacher_outputs_without_a_chat_template_use_the_alpaca_template():
+    from apprentice.train.templates import ALPACA as ALPACA_TEMPLATE
+
+    kept, _, jobs = drive_teacher(make_teacher(answer_chat=False), "fifo")
+    answers = {j.id: j for j in jobs if j.kind == "answer"}
+    for record in kept:
+        request = answers[record["job"]].request
+        assert request.prompt == ALPACA_TEMPLATE.render_prompt(record["instruction"], record["input"])
+
+
+def test_a_cut_answer_is_rejected_and_a_waiting_candidate_is_asked_instead():
+    state = make_teacher(num=1)
+    [bootstrap] = state.new_jobs()
+    state.receive(bootstrap.id, answer(bootstrap.request))
+    instances = state.new_jobs()
+    assert {j.kind for j in instances} == {"instance"} and len(instances) >= 3
+    asked = []
+    for job in instances:
+        state.receive(job.id, Completion("Input: <noinput>\nOutput: fine.", "stop"))
+        asked += [j for j in state.new_jobs() if j.kind == "answer"]
+    assert len(asked) == 1  # one record is missing: one answer asked for, the other candidates wait
+    [outcome] = state.receive(asked[0].id, Completion("A long answer that was cut", "length"))
+    assert [(r["reason"], r["stage"]) for r in outcome.rejected] == [("truncated", "answer")]
+    [second] = [j for j in state.new_jobs() if j.kind == "answer"]
+    assert second.instruction != asked[0].instruction
+    [outcome] = state.receive(second.id, Completion("A good answer.", "stop"))
+    assert state.done and outcome.kept[0]["output"] == "A good answer."

@@ -18,6 +18,7 @@ from servers import Reply, ScriptedServer, chat_reply, completion_reply, invente
 from apprentice.generate.config import GenerateConfig
 from apprentice.generate.filters import FilterConfig, check_instruction
 from apprentice.generate.run import generate
+from apprentice.models.base import Completion
 
 SEED_INSTRUCTIONS = ALL_SEED_INSTRUCTIONS[:8]
 
@@ -81,7 +82,7 @@ def test_self_instruct_keeps_and_rejects_known_answers_with_their_reasons(tmp_pa
     out = tmp_path / "run"
     with ScriptedServer(known_teacher) as server:
         result = generate(GenerateConfig(teacher=f"openai:scripted@{server.url}", out=out, num=1, seeds=seeds_file,
-                                         concurrency=4, price_in=1.0, price_out=2.0))
+                                         concurrency=4, price_in=1.0, price_out=2.0, outputs="inline"))
         assert server.count("/chat/completions") == 5  # one bootstrap, four instance requests
 
     assert result.status == "done"
@@ -125,7 +126,8 @@ def test_self_instruct_keeps_and_rejects_known_answers_with_their_reasons(tmp_pa
 
     # the same command again: already done, nothing asked, nothing written twice
     with ScriptedServer(known_teacher) as server:
-        again = generate(GenerateConfig(teacher=f"openai:scripted@{server.url}", out=out, num=1, seeds=seeds_file))
+        again = generate(GenerateConfig(teacher=f"openai:scripted@{server.url}", out=out, num=1, seeds=seeds_file,
+                                        outputs="inline"))
         assert server.count() == 0
     assert again.status == "done" and len(_lines(out / "data.jsonl")) == 1 and len(_lines(out / "rejected.jsonl")) == 7
 
@@ -261,6 +263,8 @@ def varied_teacher(delay: float, variant: str = ""):
             items = [f"{n}. Describe the {' '.join(rng.sample(WORDS, 6))} in detail." for n in range(9, 17)]
             items[rng.randrange(8)] = f"{9 + rng.randrange(8)}. Hi there."  # too short
             text = "\n".join(items)
+        elif "Task:" not in prompt:  # a record's instruction, asked as a user would: the teacher's answer
+            text = f"{' '.join(rng.choices(WORDS, k=10)).capitalize()}." if rng.random() > 0.2 else ""
         elif rng.random() < 0.2:
             text = "no idea"  # unparseable
         else:
@@ -281,15 +285,17 @@ def _data(out: Path) -> list[tuple]:
     return [(r["instruction"], r["input"], r["output"]) for r in _lines(out / "data.jsonl")]
 
 
-def test_kill_9_then_rerun_reaches_the_same_data_as_an_uninterrupted_run(tmp_path, seeds_file):
+@pytest.mark.parametrize("outputs", ["inline", "teacher"])
+def test_kill_9_then_rerun_reaches_the_same_data_as_an_uninterrupted_run(tmp_path, seeds_file, outputs):
     num = 30
     with ScriptedServer(varied_teacher(delay=0.03)) as server:
         whole = tmp_path / "whole"
-        subprocess.run(_cli(server.url, whole, seeds_file, num), check=True, capture_output=True, timeout=120)
+        cli = _cli(server.url, whole, seeds_file, num, "--outputs", outputs)
+        subprocess.run(cli, check=True, capture_output=True, timeout=120)
 
         killed = tmp_path / "killed"
-        proc = subprocess.Popen(_cli(server.url, killed, seeds_file, num), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(_cli(server.url, killed, seeds_file, num, "--outputs", outputs),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 60
         while len(_lines(killed / "data.jsonl")) < 8 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.02)
@@ -299,8 +305,8 @@ def test_kill_9_then_rerun_reaches_the_same_data_as_an_uninterrupted_run(tmp_pat
         assert 8 <= len(before) < num, "the kill came too late to test a resume"
         paid_before = server.count()
 
-        rerun = subprocess.run(_cli(server.url, killed, seeds_file, num), capture_output=True, text=True,
-                               timeout=120)
+        rerun = subprocess.run(_cli(server.url, killed, seeds_file, num, "--outputs", outputs), capture_output=True,
+                               text=True, timeout=120)
         assert rerun.returncode == 0, rerun.stderr
         assert "resumed:" in rerun.stdout and "replayed from the response cache" in rerun.stdout
 
@@ -314,6 +320,7 @@ def test_kill_9_then_rerun_reaches_the_same_data_as_an_uninterrupted_run(tmp_pat
     assert _lines(killed / "rejected.jsonl") == _lines(whole / "rejected.jsonl")
     assert json.loads((killed / "stats.json").read_text())["rejected_by_reason"] == \
         json.loads((whole / "stats.json").read_text())["rejected_by_reason"]
+    assert {r["output_from"] for r in _lines(killed / "data.jsonl")} == {outputs}
 
 
 def test_rerun_with_a_larger_num_goes_on_and_a_lost_cache_continues_from_the_records(tmp_path, seeds_file):
@@ -484,3 +491,46 @@ def test_a_teacher_that_fails_for_good_stops_with_one_line_and_keeps_what_it_had
     assert [(r["instruction"], r["input"], r["output"]) for r in json.loads((out / "alpaca_data.json").read_text())] \
         == kept
     assert json.loads((out / "stats.json").read_text())["kept"] == len(kept)
+
+
+# ---- teacher outputs from a local chat model: asked exactly as `apprentice answer` asks it -----------------------------
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_a_local_teachers_answers_are_what_apprentice_answer_gets(tmp_path, tiny_model_dir, tiny_base_model_dir,
+                                                                  chat):
+    from apprentice.evaluate.answer import AnswerConfig, answer
+    from apprentice.generate.config import plan_of, resolve
+    from apprentice.generate.loop import Generation
+    from apprentice.generate.seeds import load_seed_tasks
+    from apprentice.models.local import LocalModel
+    from apprentice.models.spec import BackendOptions
+
+    model_dir = tiny_model_dir if chat else tiny_base_model_dir
+    config = resolve(GenerateConfig(teacher=f"hf:{model_dir}", out=tmp_path / "run", num=2,
+                                    strategy="self-instruct", outputs=None if chat else "teacher",
+                                    answer_max_tokens=12))
+    assert config.outputs == "teacher"  # the default for a chat model; asked for explicitly for the base one
+    plan = plan_of(config)
+    assert plan.answer_chat is chat
+    state = Generation(plan, load_seed_tasks(None), config.filters, teacher=config.teacher)
+    jobs = state.new_jobs()
+    answers = []
+    while jobs and not answers:  # scripted generating answers, until records wait for the teacher's answers
+        job = jobs.pop(0)
+        text = ("Task 1: Describe the harbor at night in three sentences.\nTask 2: Explain how tides work on "
+                "the coast." if job.kind == "bootstrap" else "Input: <noinput>\nOutput: x")
+        state.receive(job.id, Completion(text, "stop"))
+        new = state.new_jobs()
+        answers += [j for j in new if j.kind == "answer"]
+        jobs += [j for j in new if j.kind != "answer"]
+    assert answers
+    model = LocalModel.from_dir(str(model_dir), f"hf:{model_dir}", BackendOptions(batch_size=4))
+    try:
+        generated = [c.text.strip() for c in model.generate([j.request for j in answers])]
+    finally:
+        model.close()
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{"instruction": j.instruction, "input": j.input, "output": ""} for j in answers]))
+    records = answer(AnswerConfig(model=f"hf:{model_dir}", prompts=str(prompts), out=str(tmp_path / "a.json"),
+                                  max_tokens=12, batch_size=4))
+    assert [r["output"] for r in records] == generated

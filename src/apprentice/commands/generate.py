@@ -30,6 +30,16 @@ def generate(
         None, "--api",
         help="Talk to the teacher through chat messages or plain prompts to continue (completion). Default: chat "
              "for openai: teachers, completion for local models (small chat models follow it better)."),
+    outputs: str = typer.Option(
+        None, "--outputs",
+        help="teacher: each record's output is the teacher's answer to its instruction and input, asked as a user "
+             "would (the way `apprentice answer` asks: a chat turn, or the Alpaca template for a model without a "
+             "chat template), one request per record; what a clone must learn. inline: the output the generating "
+             "prompt wrote (reproduces Alpaca). Default: teacher for chat teachers, else inline."),
+    answer_max_tokens: int = typer.Option(
+        512, "--answer-max-tokens", help="With --outputs teacher: most tokens per answer; a cut answer is rejected."),
+    answer_temperature: float = typer.Option(
+        0.0, "--answer-temperature", help="With --outputs teacher: sampling temperature of the answers (0 = greedy)."),
     concurrency: int = typer.Option(8, "--concurrency", "-c", help="Requests in flight (local teachers: batch size)."),
     prompts_per_request: int = typer.Option(
         1, "--prompts-per-request",
@@ -67,7 +77,8 @@ def generate(
     config = GenerateConfig(
         teacher=teacher, out=out, num=num, seeds=seeds, strategy=strategy, api=api, seed=seed,
         concurrency=concurrency, prompts_per_request=prompts_per_request, max_requests=max_requests,
-        price_in=price_in, price_out=price_out, cache=cache,
+        price_in=price_in, price_out=price_out, cache=cache, outputs=outputs, answer_max_tokens=answer_max_tokens,
+        answer_temperature=answer_temperature,
         threshold=threshold,
         filters=FilterConfig(min_words=min_words, max_words=max_words, loop_max_compression=loop_compression,
                              echo_rouge=echo_rouge),

@@ -19,12 +19,16 @@ from typing import Any
 from apprentice.data import SEED_TASKS, shipped
 from apprentice.errors import UserError
 from apprentice.generate.filters import FilterConfig
-from apprentice.generate.loop import ALPACA, SELF_INSTRUCT, STRATEGIES, Plan
+from apprentice.generate.loop import ALPACA, INLINE_OUTPUTS, OUTPUT_SOURCES, SELF_INSTRUCT, STRATEGIES, \
+    TEACHER_OUTPUTS, Plan
 from apprentice.models.spec import ModelSpec, local_model_dir, parse_spec
 
 CHAT, COMPLETION = "chat", "completion"
 # Settings that decide which requests a run sends: a resumed run must keep them.
-PLAN_KEYS = ("teacher_model", "seeds_sha256", "strategy", "api", "seed", "window", "threshold", "filters")
+PLAN_KEYS = ("teacher_model", "seeds_sha256", "strategy", "api", "seed", "window", "threshold", "filters", "outputs",
+             "answer_max_tokens", "answer_temperature")
+# What a run saved before a plan key existed meant: runs made before teacher outputs wrote inline outputs.
+_EARLIER_PLAN = {"outputs": INLINE_OUTPUTS}
 
 
 @dataclass
@@ -45,6 +49,11 @@ class GenerateConfig:
     threshold: float = 0.7  # ROUGE-L F above this against a seed or kept instruction: near duplicate
     filters: FilterConfig = field(default_factory=FilterConfig)
     window: int | None = None  # requests planned ahead of the oldest unanswered one; None: 8 x prompts in flight
+    # teacher: each record's output is the teacher's answer to its instruction, asked as `apprentice answer` asks;
+    # inline: the output the generating prompt wrote (Alpaca's way). None: teacher for chat teachers, else inline
+    outputs: str | None = None
+    answer_max_tokens: int = 512  # most tokens of a teacher answer; an answer cut there is rejected (truncated)
+    answer_temperature: float = 0.0  # 0 = greedy, as the evaluation prompts are answered
 
 
 def resolve(config: GenerateConfig) -> GenerateConfig:
@@ -63,6 +72,12 @@ def resolve(config: GenerateConfig) -> GenerateConfig:
         raise UserError(f"unknown --api {config.api!r}: choose chat or completion")
     if config.prompts_per_request < 1:
         raise UserError(f"--prompts-per-request must be at least 1, got {config.prompts_per_request}")
+    if config.outputs is not None and config.outputs not in OUTPUT_SOURCES:
+        raise UserError(f"unknown --outputs {config.outputs!r}: choose {' or '.join(OUTPUT_SOURCES)}")
+    if config.answer_max_tokens < 1:
+        raise UserError(f"--answer-max-tokens must be at least 1, got {config.answer_max_tokens}")
+    if config.answer_temperature < 0:
+        raise UserError(f"--answer-temperature must not be negative, got {config.answer_temperature}")
     if config.max_requests is not None and config.max_requests < 1:
         raise UserError(f"--max-requests must be at least 1, got {config.max_requests}")
     spec = parse_spec(config.teacher)
@@ -73,10 +88,12 @@ def resolve(config: GenerateConfig) -> GenerateConfig:
         raise UserError("several prompts per request (--prompts-per-request, [teacher] prompts_per_request) need an "
                         "openai: teacher and the completion API (--api completion); local teachers batch by "
                         "--concurrency already")
+    chat_teacher = is_chat_model(spec, api)
     return replace(
         config,
         api=api,
-        strategy=config.strategy or (SELF_INSTRUCT if is_chat_model(spec, api) else ALPACA),
+        strategy=config.strategy or (SELF_INSTRUCT if chat_teacher else ALPACA),
+        outputs=config.outputs or (TEACHER_OUTPUTS if chat_teacher else INLINE_OUTPUTS),
         max_requests=config.max_requests or max(50, 10 * config.num),
         cache=config.cache or config.out / "requests.sqlite",
         window=config.window or max(16, 8 * config.concurrency * config.prompts_per_request),
@@ -108,9 +125,17 @@ def seeds_sha256(path: Path | None) -> str:
     return hashlib.sha256((shipped(SEED_TASKS) if path is None else path).read_bytes()).hexdigest()
 
 
+def answers_in_chat(spec: ModelSpec) -> bool:
+    """Whether the teacher's answers are asked as a chat turn, as `apprentice answer` asks them: always for served
+    models, for local ones when their tokenizer has a chat template (else the Alpaca template)."""
+    return spec.kind == "openai" or is_chat_model(spec, CHAT)
+
+
 def plan_of(config: GenerateConfig) -> Plan:
     return Plan(strategy=config.strategy, chat=config.api == CHAT, seed=config.seed, num=config.num,
-                max_requests=config.max_requests, window=config.window, threshold=config.threshold)
+                max_requests=config.max_requests, window=config.window, threshold=config.threshold,
+                outputs=config.outputs, answer_chat=answers_in_chat(parse_spec(config.teacher)),
+                answer_max_tokens=config.answer_max_tokens, answer_temperature=config.answer_temperature)
 
 
 def to_json(config: GenerateConfig) -> dict[str, Any]:
@@ -123,12 +148,20 @@ def to_json(config: GenerateConfig) -> dict[str, Any]:
     return data
 
 
+def _plan_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    plan = {key: settings.get(key, _EARLIER_PLAN.get(key)) for key in PLAN_KEYS}
+    if plan["outputs"] == INLINE_OUTPUTS:  # inline runs ask for no answers: those settings change nothing
+        plan["answer_max_tokens"] = plan["answer_temperature"] = None
+    return plan
+
+
 def check_resumable(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
     """Refuse to continue a run whose request-deciding settings differ from this invocation's."""
+    saved_plan, current_plan = _plan_settings(saved), _plan_settings(current)
     for key in PLAN_KEYS:
-        if saved.get(key) != current.get(key):
+        if saved_plan[key] != current_plan[key]:
             option = {"teacher_model": "teacher", "seeds_sha256": "seeds file content"}.get(key, key)
             raise UserError(
-                f"{out} holds a run made with a different {option} ({saved.get(key)!r}, now {current.get(key)!r}): "
+                f"{out} holds a run made with a different {option} ({saved_plan[key]!r}, now {current_plan[key]!r}): "
                 "rerun with the same settings to resume it, or choose another --out"
             )

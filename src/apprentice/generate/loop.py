@@ -13,6 +13,17 @@ Jobs by strategy:
   instructions; each one that passes the instruction filters and is no near duplicate of a seed, a kept or an
   already proposed instruction spawns an *instance* job asking for its input and output.
 
+Where the output comes from (`Plan.outputs`):
+
+* `inline`: the output the generating prompt wrote (Alpaca's one-pass outputs, self-instruct's instance outputs),
+  which reproduces Alpaca exactly.
+* `teacher`: every candidate that passes the instruction filters and the near-duplicate check is put to the teacher
+  again as a user would ask it (an *answer* job: one chat turn with the instruction and its input, or the Alpaca
+  template for a teacher without a chat template), and that reply becomes the output; the output filters apply to
+  it. The instruction is reserved in the near-duplicate index when its answer job is planned. At most as many
+  answers are asked for as records are still missing; the other candidates wait, in order, for a failed answer.
+  A clone must learn what the teacher answers when asked, not what a few-shot prompt makes it write.
+
 Every candidate ends as one kept record or one rejection with a stable reason code (the parse failures of
 `parse.py`, the filter codes of `filters.py`, `near_duplicate`, `request_cap`).
 
@@ -37,11 +48,16 @@ from apprentice.generate.prompts import (
 )
 from apprentice.generate.rouge import RougeLIndex
 from apprentice.generate.seeds import SeedTask
+from apprentice.generate.parse import TRUNCATED
 from apprentice.models.base import Completion, Request
+from apprentice.train.templates import ALPACA as ALPACA_TEMPLATE
+from apprentice.train.templates import user_message
 
 ALPACA = "alpaca"
 SELF_INSTRUCT = "self-instruct"
 STRATEGIES = (ALPACA, SELF_INSTRUCT)
+TEACHER_OUTPUTS, INLINE_OUTPUTS = "teacher", "inline"
+OUTPUT_SOURCES = (TEACHER_OUTPUTS, INLINE_OUTPUTS)
 
 NEAR_DUPLICATE = "near_duplicate"
 REQUEST_CAP = "request_cap"
@@ -71,12 +87,16 @@ class Plan:
     bootstrap_max_tokens: int = 320  # 8 one-line instructions; more only lets a small teacher ramble
     instance_examples: int = 2  # worked seed examples shown in an instance prompt
     instance_max_tokens: int = 300  # Self-Instruct's limit: an input and an output of about 100 words fit
+    outputs: str = INLINE_OUTPUTS  # TEACHER_OUTPUTS: each record's output is the teacher's answer to it
+    answer_chat: bool = True  # answer jobs as one chat turn; False: the Alpaca template as a prompt to continue
+    answer_max_tokens: int = 512
+    answer_temperature: float = 0.0  # 0 = greedy, as `apprentice answer` asks the evaluation prompts
 
 
 @dataclass(frozen=True)
 class Job:
     id: int
-    kind: str  # "alpaca" | "bootstrap" | "instance"
+    kind: str  # "alpaca" | "bootstrap" | "instance" | "answer"
     request: Request
     seed_ids: tuple[str, ...]  # seed tasks shown in the prompt (instance jobs: those of the bootstrap prompt)
     instruction: str = ""  # instance jobs: the instruction to complete
@@ -84,6 +104,9 @@ class Job:
     parent: int | None = None  # instance jobs: the bootstrap job that proposed the instruction
     example_ids: tuple[str, ...] = ()  # instance jobs: seed tasks shown as worked examples
     first_number: int = 0  # the list number the teacher's answer starts at
+    input: str = ""  # answer jobs: the input that goes with the instruction
+    inline_output: str = ""  # answer jobs: the output the generating prompt wrote, kept for the record
+    similar: tuple[str, float] = ("", 0.0)  # answer jobs: the nearest seed or kept instruction and its ROUGE-L F
 
 
 @dataclass
@@ -132,6 +155,8 @@ class Generation:
         self._answers: dict[int, Completion] = {}
         self._unsent: list[Job] = []
         self._examples = _example_pools(self.seeds)
+        # teacher outputs: candidates accepted but not yet asked, (generating job, task), in the order they came
+        self._waiting_answers: list[tuple[Job, Task, tuple[str, float]]] = []
 
     # ---- status -------------------------------------------------------------------------------------------------
 
@@ -167,10 +192,15 @@ class Generation:
             self._create_generator()
 
     def _wants_generator(self) -> bool:
-        instances = sum(1 for job in self._uncommitted.values() if job.kind == "instance")
-        generators = len(self._uncommitted) - instances
-        # the window counts requests planned: a bootstrap job will bring its instance jobs along
+        # jobs (and waiting candidates) that may each give one record; an instance job's answer job replaces it
+        one_record = sum(1 for job in self._uncommitted.values() if job.kind in ("instance", "answer"))
+        generators = len(self._uncommitted) - one_record
+        instances = one_record + len(self._waiting_answers)
+        # the window counts requests planned: a bootstrap job will bring its instance jobs along (and with teacher
+        # outputs, an answer job per record)
         spawn = self.plan.bootstrap_new if self.plan.strategy == SELF_INSTRUCT else 0
+        if self.teacher_outputs:
+            spawn = 2 * spawn if spawn else self.plan.alpaca_limit
         if self.created >= self.plan.max_requests or instances + generators * (1 + spawn) >= self.plan.window:
             return False
         # Near the target, stop creating prompts whose records would likely be surplus: an instance job may give one
@@ -180,6 +210,10 @@ class Generation:
         else:
             per_generator = (self.plan.bootstrap_new if spawn else self.plan.alpaca_limit) / 2
         return len(self.kept) + instances + generators * per_generator < self.plan.num
+
+    @property
+    def teacher_outputs(self) -> bool:
+        return self.plan.outputs == TEACHER_OUTPUTS
 
     def _rng(self, job_id: int) -> random.Random:
         return random.Random(f"{self.plan.seed}/{self.salt}/{job_id}")
@@ -233,6 +267,27 @@ class Generation:
         self._new_job(kind="instance", request=request, seed_ids=parent.seed_ids, instruction=instruction,
                       classification=classification, parent=parent.id, example_ids=tuple(t.id for t in shown))
 
+    def _create_answer(self, parent: Job, task: Task, similar: tuple[str, float]) -> None:
+        """Ask the teacher the candidate's instruction as a user would: the reply becomes the record's output."""
+        if self.plan.answer_chat:
+            content = {"messages": ({"role": "user", "content": user_message(task.instruction, task.input)},)}
+        else:
+            content = {"prompt": ALPACA_TEMPLATE.render_prompt(task.instruction, task.input)}
+        request = Request(**content, max_tokens=self.plan.answer_max_tokens,
+                          temperature=self.plan.answer_temperature, seed=self.plan.seed)
+        self._new_job(kind="answer", request=request, seed_ids=parent.seed_ids, instruction=task.instruction,
+                      parent=parent.id, example_ids=parent.example_ids, input=task.input,
+                      inline_output=task.output, similar=similar)
+
+    def _answers_wanted(self) -> bool:
+        asked = sum(1 for job in self._uncommitted.values() if job.kind == "answer")
+        return len(self.kept) + asked < self.plan.num
+
+    def _ask_waiting(self) -> None:
+        """Plan answer jobs for waiting candidates while records are still missing (after a failed answer)."""
+        while self._waiting_answers and self._answers_wanted() and self.created < self.plan.max_requests:
+            self._create_answer(*self._waiting_answers.pop(0))
+
     # ---- committing ---------------------------------------------------------------------------------------------
 
     def receive(self, job_id: int, completion: Completion) -> list[Outcome]:
@@ -244,11 +299,13 @@ class Generation:
             job = self._uncommitted.pop(self.committed)
             outcomes.append(self._commit(job, self._answers.pop(self.committed)))
             self.committed += 1
+            self._ask_waiting()
             self._plan_generators()
         if self.finished:  # answers still in flight add nothing: the run ends here, whenever they arrive
             self._uncommitted.clear()
             self._answers.clear()
             self._unsent.clear()
+            self._waiting_answers.clear()
         return outcomes
 
     def _commit(self, job: Job, completion: Completion) -> Outcome:
@@ -273,14 +330,27 @@ class Generation:
                 else:
                     self._consider_instruction(outcome, item)
             self.generators_committed += 1
-        else:
+        elif job.kind == "instance":
             parsed = parse_instance(completion.text, job.classification, completion.finish_reason,
                                     continued=not self.plan.chat)
             if isinstance(parsed, Failure):
                 self._reject(outcome, parsed.reason, "example", instruction=job.instruction, raw=parsed.text)
             else:
                 self._consider_task(outcome, Task(job.instruction, parsed[0], parsed[1]), checked_instruction=True)
+        else:
+            self._commit_answer(outcome)
         return outcome
+
+    def _commit_answer(self, outcome: Outcome) -> None:
+        job, completion = outcome.job, outcome.completion
+        output = completion.text.strip()
+        reason = TRUNCATED if completion.finish_reason == "length" else check_example(
+            job.instruction, job.input, output, self.filters)
+        if reason:
+            self._reject(outcome, reason, "answer", instruction=job.instruction, input_text=job.input,
+                         output=output, raw=completion.text)
+            return
+        self._keep(outcome, Task(job.instruction, job.input, output), job.similar)
 
     def _consider_instruction(self, outcome: Outcome, instruction: str) -> None:
         reason = check_instruction(instruction, self.filters)
@@ -302,7 +372,7 @@ class Generation:
         instruction, input_text, output = task.instruction, normalize_no_input(task.input), task.output
         reason = None if checked_instruction else check_instruction(instruction, self.filters)
         stage = "instruction"
-        if reason is None:
+        if reason is None and not self.teacher_outputs:  # a teacher answer is checked when it arrives
             reason, stage = check_example(instruction, input_text, output, self.filters), "example"
         if reason:
             self._reject(outcome, reason, stage, instruction=instruction, input_text=input_text, output=output)
@@ -314,14 +384,31 @@ class Generation:
                          output=output, similar=similar)
             return
         self._add(self.index, self.index_texts, instruction)
-        self.kept.append(instruction)
+        task = Task(instruction, input_text, output)
+        if not self.teacher_outputs:
+            self._keep(outcome, task, similar)
+            return
+        if self.created >= self.plan.max_requests:
+            self._reject(outcome, REQUEST_CAP, "instruction", instruction=instruction, input_text=input_text)
+            return
+        if self._answers_wanted():
+            self._create_answer(outcome.job, task, similar)
+        else:
+            self._waiting_answers.append((outcome.job, task, similar))
+
+    def _keep(self, outcome: Outcome, task: Task, similar: tuple[str, float]) -> None:
+        self.kept.append(task.instruction)
         job = outcome.job
-        outcome.kept.append({
-            "instruction": instruction, "input": input_text, "output": output,
+        record = {
+            "instruction": task.instruction, "input": task.input, "output": task.output,
+            "output_from": self.plan.outputs,
             "teacher": self.teacher, "strategy": self.plan.strategy, "seed_ids": list(job.seed_ids),
             "example_ids": list(job.example_ids), "job": job.id, "parent_job": job.parent,
             "request_id": job.request.key(), "most_similar": similar[0], "most_similar_score": similar[1],
-        })
+        }
+        if job.kind == "answer":
+            record["inline_output"] = job.inline_output
+        outcome.kept.append(record)
 
     def _reject(self, outcome: Outcome, reason: str, stage: str, *, instruction: str = "", input_text: str = "",
                 output: str = "", raw: str = "", similar: tuple[str, float] | None = None) -> None:

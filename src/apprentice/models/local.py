@@ -117,7 +117,9 @@ class LocalModel(Model):
 
         def settings(i: int) -> tuple:
             r = requests[i]
-            return (r.temperature, r.top_p, r.stop, r.presence_penalty, r.logprobs or 0, r.seed is None, r.seed or 0)
+            # chat and plain prompts are encoded differently (special tokens), so they never share a batch
+            return (r.is_chat, r.temperature, r.top_p, r.stop, r.presence_penalty, r.logprobs or 0, r.seed is None,
+                    r.seed or 0)
 
         order = sorted(range(len(requests)), key=lambda i: (settings(i), lengths[i]))
         for _, group in groupby(order, key=settings):

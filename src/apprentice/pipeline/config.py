@@ -45,6 +45,9 @@ class GenerateSection:
     price_in: float = 0.0  # USD per million prompt tokens
     price_out: float = 0.0  # USD per million completion tokens
     threshold: float = 0.7  # ROUGE-L near-duplicate threshold
+    outputs: str | None = None  # teacher | inline; none: teacher (its answer to each instruction) for chat teachers
+    answer_max_tokens: int = 512  # outputs = teacher: most tokens per answer (a cut answer is rejected)
+    answer_temperature: float = 0.0  # outputs = teacher: 0 = greedy
     filters: FilterConfig = field(default_factory=FilterConfig)  # [generate.filters]: thresholds of the filters
 
 

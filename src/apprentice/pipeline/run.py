@@ -69,7 +69,8 @@ def _generate(config: RunConfig, run_dir: Path, resuming: bool, console: Console
         teacher=config.teacher.model, out=run_dir / "generate", num=g.num, seeds=g.seeds, strategy=g.strategy,
         api=g.api, seed=g.seed, concurrency=config.teacher.concurrency,
         prompts_per_request=config.teacher.prompts_per_request, max_requests=g.max_requests,
-        price_in=g.price_in, price_out=g.price_out, threshold=g.threshold, filters=g.filters,
+        price_in=g.price_in, price_out=g.price_out, threshold=g.threshold, filters=g.filters, outputs=g.outputs,
+        answer_max_tokens=g.answer_max_tokens, answer_temperature=g.answer_temperature,
     ), console)
     kept = result.stats.kept
     if kept == 0:
