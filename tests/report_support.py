@@ -23,7 +23,8 @@ from apprentice.models import load_model
 from apprentice.train.data import TokenCounts
 from apprentice.train.loop import TrainConfig
 
-PARTS = ("config", "generate", "train", "answers", "base", "judge")
+PARTS = ("config", "generate", "train", "answers", "base", "fidelity", "judge")
+NLL = {"base": 2.5, "student": 1.5}  # what the fidelity stage's models part says (models are not loaded here)
 XSS = "<script>window.__xss = 1</script><img src=x onerror=\"window.__xss = 2\">"
 
 # 24 kept instructions: root verbs write x6, explain x5, list x4, sort x3 (two behind a "Given ...," clause),
@@ -134,6 +135,17 @@ def write_run(root: Path, parts: set[str] | frozenset[str] = frozenset(PARTS)) -
                                                                 EVAL))
     if "base" in parts:
         _write_json(root / "answers" / "base.json", _outputs("base", {i: base_output(i) for i in range(3)}, EVAL[:3]))
+    if "fidelity" in parts:  # the pipeline's fidelity.json: behaviour measured by the real code, NLL as stated
+        from apprentice.evaluate.fidelity import behaviour, load_answers
+
+        teacher = load_answers(root / "answers" / "teacher.json")
+        answers = [{"file": str(root / "answers" / f"{who}.json"), "role": who,
+                    **behaviour(load_answers(root / "answers" / f"{who}.json"), teacher)}
+                   for who in ("base", "student") if (root / "answers" / f"{who}.json").is_file()]
+        models = [{"model": f"hf:/models/{who}", "role": who, "nll": nll, "tokens": 180, "prompts": 10}
+                  for who, nll in NLL.items()]
+        _write_json(root / "fidelity.json", {"teacher": {"file": "teacher.json", "prompts": len(teacher)},
+                                             "models": models, "answers": answers})
     if "judge" in parts:
         student, teacher = root / "answers" / "student.json", root / "answers" / "teacher.json"
         pairs = join_outputs(load_outputs(student), load_outputs(teacher), "student", "teacher")

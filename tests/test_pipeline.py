@@ -131,6 +131,12 @@ def test_run_end_to_end_then_skip_then_redo(tmp_path, teacher, tiny_base_model_d
     assert all(a["preference"] == 1.5 for a in annotations)
     tally = json.loads((run_dir / "tally.json").read_text())
     assert tally["ties"] == 4 and tally["wins"] == 0 and tally["losses"] == 0
+    fidelity = json.loads((run_dir / "fidelity.json").read_text())
+    assert [(m["role"], m["prompts"]) for m in fidelity["models"]] == [("base", 4), ("student", 4)]
+    assert all(m["nll"] > 0 and m["tokens"] > 0 for m in fidelity["models"])
+    assert [(a["role"], a["prompts"]) for a in fidelity["answers"]] == [("base", 2), ("student", 4)]
+    assert all(r["output_from"] == "teacher" for r in map(json.loads, (run_dir / "generate" / "data.jsonl")
+                                                          .read_text().splitlines()))
     assert (run_dir / "report.html").exists()
     assert "[teacher]" in (run_dir / "run.toml").read_text()
 
@@ -138,7 +144,7 @@ def test_run_end_to_end_then_skip_then_redo(tmp_path, teacher, tiny_base_model_d
     again = run_cli("run", str(config), "--out", str(run_dir))
     assert again.returncode == 0, again.stderr
     assert teacher.count() == before
-    assert again.stdout.count("up to date, skipped") == 5  # generate, train, answer, judge, tally
+    assert again.stdout.count("up to date, skipped") == 6  # generate, train, answer, fidelity, judge, tally
 
     # a changed train setting redoes train and what follows; `launch` runs training as its own process
     changed = write_config(tmp_path, teacher, tiny_base_model_dir,

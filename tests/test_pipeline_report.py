@@ -24,7 +24,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-SECTIONS = ("data", "training", "answers", "comparison", "examples", "before-after", "config")
+SECTIONS = ("data", "training", "answers", "clone", "comparison", "examples", "before-after", "config")
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,19 @@ def test_every_section_shows_the_runs_numbers(full_run):
     assert "base model (101 words)" in before_after and "student (6 words)" in before_after
     assert "openai:teacher-model@http://127.0.0.1:9/v1" in text_of(page.split("<main", 1)[0])
 
-    assert page.count('src="data:image/png;base64,') == 6  # counts, lengths, verbs, loss, answer lengths, verdicts
+    clone = section_text(page, "clone")
+    assert "from 2.500 to 1.500 nats per token: 40.0% below the base model" in clone
+    assert "NLL of the teacher's answers (nats/token; lower is closer) 2.500 1.500" in clone
+    # the base wrote 3 rambling answers, the student 10 short ones; the teacher's measures are its own
+    fidelity = json.loads((full_run / "fidelity.json").read_text())
+    base, student = (a["measures"] for a in fidelity["answers"])
+    teacher = fidelity["answers"][1]["teacher"]
+    closed = (student["median_words"] - base["median_words"]) / (teacher["median_words"] - base["median_words"])
+    assert (base["median_words"], student["median_words"], teacher["median_words"]) == (101, 6.0, 16.5)
+    assert f"median length (words) 101 6.0 16.5 {100 * closed:.0f}%" in clone
+    assert "base 3, student 10" in clone
+
+    assert page.count('src="data:image/png;base64,') == 7  # counts, lengths, verbs, loss, answer lengths, gap, verdicts
     assert "not run yet" not in page.lower()
 
 
@@ -112,7 +124,7 @@ def test_model_text_is_escaped(full_run):
     ({"generate", "train", "answers"}, {"data", "training", "answers", "examples"}),
     ({"answers", "base"}, {"answers", "examples", "before-after"}),
     ({"config"}, {"config"}),
-    (set(PARTS) - {"base"}, {"data", "training", "answers", "comparison", "examples", "config"}),
+    (set(PARTS) - {"base", "fidelity"}, {"data", "training", "answers", "comparison", "examples", "config"}),
 ], ids=["generate-only", "train-only", "before-judging", "answers-only", "config-only", "no-base-answers"])
 def test_missing_parts_read_not_run_yet(tmp_path, parts, ran):
     run = write_run(tmp_path / "run", parts)
@@ -121,7 +133,7 @@ def test_missing_parts_read_not_run_yet(tmp_path, parts, ran):
     waiting_for = {"data": "generate/data.jsonl", "training": "student/metrics.jsonl",
                    "answers": "answers/student.json", "comparison": "judge/annotations.json",
                    "examples": "answers/student.json and answers/teacher.json",
-                   "before-after": "answers/base.json", "config": "run.toml"}
+                   "before-after": "answers/base.json", "config": "run.toml", "clone": "fidelity.json"}
     for name in SECTIONS:
         text = section_text(page, name)
         if name in ran:
@@ -244,11 +256,15 @@ def test_the_report_renders_in_chromium_without_errors(full_run):
             assert problems == []
             assert [r for r in requests if not r.startswith("data:")] == [url]  # the page loads nothing else
             sizes = page.eval_on_selector_all("img", "els => els.map(e => [e.naturalWidth, e.naturalHeight])")
-            assert len(sizes) == 6 and all(w > 200 and h > 80 for w, h in sizes)
+            assert len(sizes) == 7 and all(w > 200 and h > 80 for w, h in sizes)
             assert page.evaluate("window.__xss") is None
             assert page.locator("section").count() == len(SECTIONS)
             assert page.locator("#comparison .big strong").first.inner_text() == "45.0%"
+            clone = page.locator("#clone")
+            assert clone.locator("img").count() == 1 and clone.locator("tr").count() == 1 + 1 + 5  # header, NLL, 5
+            assert clone.bounding_box()["width"] > 600
             ARTIFACTS.mkdir(exist_ok=True)
+            clone.screenshot(path=str(ARTIFACTS / "report_clone.png"))
             page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
         finally:
             browser.close()

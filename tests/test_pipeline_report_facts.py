@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from apprentice.errors import UserError
+from apprentice.pipeline import report_facts as facts
 from apprentice.pipeline.report_facts import (
     clip, describe_lengths, pick_examples, reading, root_verb, sample, training_summary, verb_counts, verdict,
 )
@@ -74,6 +75,9 @@ def test_reading_warns_when_the_judge_contradicts_itself(agreement, cautioned):
     ({"preference": 0}, "tie", "tie"),
     ({"preference": 1.5, "swap_agreement": False}, "tie", "tie (the two orders disagreed)"),
     ({"preference": None}, "failed", "no verdict (the judgment failed)"),
+    ({"preference": 1.3, "preference_from": "logprobs"}, "win", "student better (P = 0.70)"),
+    ({"preference": 1.6, "preference_from": "logprobs"}, "loss", "teacher better (P = 0.60)"),
+    ({"preference": 1.5, "preference_from": "logprobs", "swap_agreement": False}, "tie", "tie"),
 ])
 def test_verdict_words(annotation, css, words):
     assert verdict(annotation, 0) == (css, words)
@@ -118,3 +122,29 @@ def test_training_summary():
 def test_clip():
     assert clip("short", 10) == "short"
     assert clip("x" * 25, 10) == "x" * 10 + "\n… (15 more characters)"
+
+
+@pytest.mark.parametrize("base, student, teacher, closed", [
+    (0.0, 0.5, 1.0, 0.5), (10.0, 10.0, 2.0, 0.0), (10.0, 1.0, 2.0, 1.125), (0.2, 0.1, 0.6, -0.25),
+    (0.5, 0.7, 0.5, None), (None, 0.5, 1.0, None), (0.0, None, 1.0, None),
+])
+def test_gap_closed(base, student, teacher, closed):
+    assert facts.gap_closed(base, student, teacher) == (pytest.approx(closed) if closed is not None else None)
+
+
+def test_clone_rows_put_base_student_teacher_side_by_side():
+    teacher = {"stop_rate": 1.0, "length_ratio": 1.0, "median_words": 60, "rouge_l": 1.0, "distinct_2": 0.9,
+               "markdown": 0.5}
+    fidelity = {"models": [{"role": "base", "nll": 3.0, "prompts": 12, "tokens": 900},
+                           {"role": "student", "nll": 1.8, "prompts": 12, "tokens": 900}],
+                "answers": [{"role": "base", "prompts": 12, "teacher": teacher,
+                             "measures": {"stop_rate": 0.0, "length_ratio": 3.0, "median_words": 180,
+                                          "rouge_l": 0.1, "distinct_2": 0.3, "markdown": 0.0}},
+                            {"role": "student", "prompts": 12, "teacher": teacher,
+                             "measures": {"stop_rate": 0.75, "length_ratio": 1.5, "median_words": 90,
+                                          "rouge_l": 0.4, "distinct_2": 0.8, "markdown": 0.25}}]}
+    clone = facts.clone_rows(fidelity)
+    assert clone["nll_drop"] == pytest.approx(0.4) and clone["prompts"] == {"base": 12, "student": 12}
+    closed = {row["key"]: row["closed"] for row in clone["rows"]}
+    assert closed == pytest.approx({"stop_rate": 0.75, "length_ratio": 0.75, "median_words": 0.75,
+                                    "rouge_l": 1 / 3, "distinct_2": 5 / 6, "markdown": 0.5})

@@ -1,5 +1,5 @@
-"""`apprentice report RUN`: one self-contained HTML page about a run directory (data, training, answers, the blind
-comparison, side-by-side examples, base model before/after), written to RUN/report.html.
+"""`apprentice report RUN`: one self-contained HTML page about a run directory (data, training, answers, how close
+the clone is, the blind comparison, side-by-side examples, base model before/after), written to RUN/report.html.
 
     from apprentice.pipeline.report import build_report
     path = build_report(Path("runs/demo"))     # or: apprentice report runs/demo
@@ -69,13 +69,18 @@ class RunFiles:
         return self.root / "judge" / "annotations.json"
 
     @property
+    def fidelity(self) -> Path:
+        return self.root / "fidelity.json"
+
+    @property
     def votes(self) -> Path:
         return self.root / "votes.sqlite"
 
     def known(self) -> list[Path]:
         generated = [self.generate / name for name in (store.DATA, store.REJECTED, store.ALPACA_DATA, store.STATS)]
         return [self.config, *generated, self.student / "metrics.jsonl", self.student / MANIFEST,
-                *(self.answers(who) for who in ("student", "teacher", "base")), self.annotations, self.votes]
+                *(self.answers(who) for who in ("student", "teacher", "base")), self.fidelity, self.annotations,
+                self.votes]
 
 
 def build_report(run_dir: Path) -> Path:
@@ -101,6 +106,7 @@ def report_context(files: RunFiles) -> dict[str, Any]:
         "data": data_section(files),
         "training": training_section(files),
         "answers": answers_section(files, student, teacher),
+        "clone": clone_section(files),
         "comparison": comparison_section(files, annotations),
         "votes": votes_section(files),
         "examples": examples_section(annotations, student, teacher),
@@ -222,6 +228,15 @@ def answers_section(files: RunFiles, student: list[ModelOutput] | None,
         "lengths_plot": plots.histogram([(who, [facts.word_count(o.output) for o in outputs], color)
                                          for who, outputs, color in sides], "output length (words)"),
     }
+
+
+def clone_section(files: RunFiles) -> dict[str, Any]:
+    """Base -> student -> teacher on each fidelity measure (RUN/fidelity.json, the pipeline's fidelity stage)."""
+    if not files.fidelity.is_file():
+        return _not_run(files, files.fidelity, "apprentice run (its fidelity stage) or apprentice fidelity --json")
+    clone = facts.clone_rows(_json_object(files.fidelity))
+    closed = [(row["label"], row["closed"]) for row in clone["rows"] if row["closed"] is not None]
+    return {"ran": True, **clone, "plot": plots.gap_closed(closed) if closed else None}
 
 
 def comparison_section(files: RunFiles, annotations: list[dict] | None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ has no root verb here and is counted apart.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import statistics
@@ -130,9 +131,14 @@ def verdict(annotation: dict[str, Any], index: int) -> tuple[str, str]:
     if preference is None:
         return "failed", "no verdict (the judgment failed)"
     if preference == TIE:
-        split = annotation.get("swap_agreement") is False
+        split = annotation.get("swap_agreement") is False and annotation.get("preference_from") != "logprobs"
         return "tie", "tie (the two orders disagreed)" if split else "tie"
-    return ("win", "student better") if preference == 1.0 else ("loss", "teacher better")
+    # a fractional preference (the judge's probabilities, averaged over both orders) leans one way by its distance
+    # from 1.5; output_1 is the student's
+    css, words = ("win", "student better") if preference < TIE else ("loss", "teacher better")
+    if preference not in (1.0, 2.0):
+        words += f" (P = {abs(preference - TIE) + 0.5:.2f})"
+    return css, words
 
 
 def pick_examples(annotations: Sequence[dict[str, Any]], k: int = 8) -> list[int]:
@@ -168,3 +174,50 @@ def training_summary(metrics: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "last_loss": metrics[-1].get("loss"), "min_loss": min(m["loss"] for m in metrics),
             "tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds if seconds > 0 else None,
             "epochs": metrics[-1].get("epoch")}
+
+
+# ---- how close is the clone: base -> student -> teacher on each fidelity measure -----------------------------------
+
+# (key in the behaviour measures, label, how to show it); the teacher's own value is the target of each
+CLONE_MEASURES = (
+    ("stop_rate", "answers that end before the token limit", "pct"),
+    ("length_ratio", "median length / the teacher's answer", "ratio"),
+    ("median_words", "median length (words)", "words"),
+    ("rouge_l", "ROUGE-L F to the teacher's answer", "ratio"),
+    ("distinct_2", "distinct 2-grams (low: repetition)", "ratio"),
+    ("markdown", "answers with lists or markdown", "pct"),
+)
+
+
+def gap_closed(base: float | None, student: float | None, teacher: float | None) -> float | None:
+    """The share of the base-to-teacher distance the student covered: 0 = where the base was, 1 = at the teacher,
+    negative = further away; None when a value is missing or base and teacher already agree."""
+    if base is None or student is None or teacher is None or math.isclose(base, teacher, abs_tol=1e-9):
+        return None
+    return (student - base) / (teacher - base)
+
+
+def clone_rows(fidelity: dict[str, Any]) -> dict[str, Any]:
+    """The report's "how close is the clone" facts from RUN/fidelity.json: per measure the base, student and
+    teacher values and the gap the student closed, and the NLL of the teacher's answers under base and student."""
+    nll = {m.get("role"): m for m in fidelity.get("models") or [] if isinstance(m, dict)}
+    answers = {a.get("role"): a for a in fidelity.get("answers") or [] if isinstance(a, dict)}
+    rows = []
+    for key, label, kind in CLONE_MEASURES:
+        base = (answers.get("base") or {}).get("measures", {}).get(key)
+        student = (answers.get("student") or {}).get("measures", {}).get(key)
+        source = answers.get("student") or answers.get("base") or {}
+        teacher = source.get("teacher", {}).get(key)
+        if key == "rouge_l" and teacher is not None:
+            teacher = 1.0  # the teacher's answer against itself
+        if base is None and student is None:
+            continue
+        rows.append({"key": key, "label": label, "kind": kind, "base": base, "student": student, "teacher": teacher,
+                     "closed": gap_closed(base, student, teacher)})
+    base_nll = (nll.get("base") or {}).get("nll")
+    student_nll = (nll.get("student") or {}).get("nll")
+    drop = 1 - student_nll / base_nll if base_nll and student_nll is not None else None
+    prompts = {who: a.get("prompts") for who, a in answers.items()}
+    return {"rows": rows, "base_nll": base_nll, "student_nll": student_nll, "nll_drop": drop,
+            "nll_prompts": (nll.get("student") or nll.get("base") or {}).get("prompts"),
+            "nll_tokens": (nll.get("student") or nll.get("base") or {}).get("tokens"), "prompts": prompts}

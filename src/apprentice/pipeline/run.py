@@ -1,6 +1,6 @@
 """`apprentice run`: every stage of the Alpaca loop from one config, into one run directory.
 
-    generate -> train -> answer (student, teacher, base) -> judge -> tally -> [annotate] -> report
+    generate -> train -> answer (student, teacher, base) -> fidelity -> judge -> tally -> [annotate] -> report
 
 Each stage's key is a hash of its settings and of the keys of the stages it reads from, so a stage whose inputs and
 settings are unchanged is skipped, one whose key changed is redone (with everything after it), and one that was
@@ -12,6 +12,7 @@ Layout of RUN/:
     student/               the trained model, metrics.jsonl, apprentice.json
     eval_prompts.jsonl     the evaluation prompts both models answer
     answers/               student.json, teacher.json, base.json (AlpacaEval model_outputs)
+    fidelity.json          how close base and student are to the teacher, without a judge (apprentice fidelity)
     judge/annotations.json judgments, output_1 = student, output_2 = teacher
     tally.json             the statistics, from the student's side
     votes.sqlite           with [annotate]: the blind human-vote database
@@ -151,6 +152,27 @@ def _answer(config: RunConfig, run_dir: Path, resuming: bool, console: Console) 
                             generator=BASE, base_template=True, **common), console)
 
 
+def _fidelity(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -> None:
+    """NLL of the teacher's answers under the base model and the student, and the behaviour measures of their
+    answers beside the teacher's: how far training moved the student towards the teacher, with no judge."""
+    from apprentice.evaluate.fidelity import fidelity_report
+
+    answers = run_dir / "answers"
+    common = dict(batch_size=config.eval.batch_size, prompts_file=run_dir / "eval_prompts.jsonl",
+                  max_len=config.train.max_len, console=console)
+    behaviour = [answers / f"{who}.json" for who in (BASE, STUDENT) if (answers / f"{who}.json").is_file()]
+    # the base model is scored with the Alpaca template, as it answered; the student with the template it learned
+    base = fidelity_report(answers / "teacher.json", [config.train.base], behaviour, base_template=True, **common)
+    student = fidelity_report(answers / "teacher.json", [f"hf:{run_dir / 'student'}"], [], **common)
+    report = {**base, "models": [{**base["models"][0], "role": BASE}, {**student["models"][0], "role": STUDENT}],
+              "answers": [{**item, "role": Path(item["file"]).stem} for item in base["answers"]]}
+    write_json_atomic(run_dir / "fidelity.json", report)
+    nll = {m["role"]: m["nll"] for m in report["models"]}
+    console.print(f"NLL of the teacher's answers: base {nll[BASE]:.3f}, student {nll[STUDENT]:.3f} nats/token "
+                  f"({100 * (1 - nll[STUDENT] / nll[BASE]):.1f}% below the base); see {run_dir / 'fidelity.json'}",
+                  highlight=False)
+
+
 def _judge(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -> None:
     from apprentice.evaluate.judge import judge_files
     from apprentice.models.spec import BackendOptions
@@ -195,11 +217,13 @@ STAGES: tuple[Stage, ...] = (
     Stage("answer", ("train",), ("answers", "eval_prompts.jsonl"),
           lambda c: {"teacher": c.teacher.model, "base": c.train.base, **asdict(c.eval),
                      "prompts_sha": _file_sha(c.eval.prompts)}, _answer),
+    Stage("fidelity", ("answer",), ("fidelity.json",),
+          lambda c: {"batch_size": c.eval.batch_size, "max_len": c.train.max_len}, _fidelity),
     Stage("judge", ("answer",), ("judge",), lambda c: {"judge": c.judge_model, **asdict(c.judge)}, _judge),
     Stage("tally", ("judge",), ("tally.json",), lambda c: {}, _tally),
     Stage("annotate", ("answer",), ("votes.sqlite",), lambda c: asdict(c.annotate) if c.annotate else {}, _annotate),
     # cheap, and it shows the human votes too, which arrive outside the pipeline: rebuilt on every run
-    Stage("report", ("generate", "train", "answer", "judge", "tally"), ("report.html",), lambda c: {}, _report,
+    Stage("report", ("generate", "train", "answer", "fidelity", "judge", "tally"), ("report.html",), lambda c: {}, _report,
           always=True),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
