@@ -132,7 +132,8 @@ def test_run_end_to_end_then_skip_then_redo(tmp_path, teacher, tiny_base_model_d
     tally = json.loads((run_dir / "tally.json").read_text())
     assert tally["ties"] == 4 and tally["wins"] == 0 and tally["losses"] == 0
     fidelity = json.loads((run_dir / "fidelity.json").read_text())
-    assert [(m["role"], m["prompts"]) for m in fidelity["models"]] == [("base", 4), ("student", 4)]
+    # prompts longer than [train] max_len (128 here) leave nothing to score and are counted as dropped
+    assert [(m["role"], m["prompts"] + m["dropped"]) for m in fidelity["models"]] == [("base", 4), ("student", 4)]
     assert all(m["nll"] > 0 and m["tokens"] > 0 for m in fidelity["models"])
     assert [(a["role"], a["prompts"]) for a in fidelity["answers"]] == [("base", 2), ("student", 4)]
     assert all(r["output_from"] == "teacher" for r in map(json.loads, (run_dir / "generate" / "data.jsonl")
