@@ -130,3 +130,16 @@ INSTANCE_CASES = [
 def test_parse_instance(name, text, classification, finish, continued, expected):
     result = parse_instance(text, classification, finish, continued)
     assert (result.reason if isinstance(result, Failure) else result) == expected
+
+
+@pytest.mark.parametrize("text, classification, finish, continued, expected", [
+    (" The cat sat on the mat.", False, "stop", True, ("The cat sat on the mat.", "")),  # stopped at "Output:"
+    ("Input: <noinput>", False, "stop", False, ("<noinput>", "")),
+    ("**Input:** a list\n**Output:** sorted", False, "stop", False, ("a list", "sorted")),  # the output is kept
+    (" a very long input that was cut", False, "length", True, Failure(TRUNCATED, " a very long input that was cut")),
+    (" positive\nInput: I loved it.", True, "stop", True, ("I loved it.", "positive")),
+    (" positive", True, "stop", True, Failure(UNPARSEABLE, " positive")),  # a class label needs its input
+    ("I have no idea.", False, "stop", False, Failure(UNPARSEABLE, "I have no idea.")),
+])
+def test_parse_instance_without_an_output(text, classification, finish, continued, expected):
+    assert parse_instance(text, classification, finish, continued, needs_output=False) == expected

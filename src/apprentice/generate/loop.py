@@ -262,8 +262,11 @@ class Generation:
         shown = rng.sample(pool, min(self.plan.instance_examples, len(pool)))
         examples = [(t.instruction, t.instances[0].input, t.instances[0].output) for t in shown]
         text = instance_prompt(instruction, examples, classification, self.plan.chat)
-        # greedy: the example should be the teacher's best answer, not a sample
-        request = self._request(text, self.plan.instance_max_tokens, 0.0, 1.0, ("\nTask:",))
+        # greedy: the example should be the teacher's best answer, not a sample. With teacher outputs the inline
+        # output is not used: stop where it (or, after a class label, a repeated one) would begin, so no one pays
+        # for it and a small teacher's "Output: x\n\nOutput: x ..." loops end at once
+        stop = ("\nTask:", "\nOutput:") if self.teacher_outputs else ("\nTask:",)
+        request = self._request(text, self.plan.instance_max_tokens, 0.0, 1.0, stop)
         self._new_job(kind="instance", request=request, seed_ids=parent.seed_ids, instruction=instruction,
                       classification=classification, parent=parent.id, example_ids=tuple(t.id for t in shown))
 
@@ -332,7 +335,7 @@ class Generation:
             self.generators_committed += 1
         elif job.kind == "instance":
             parsed = parse_instance(completion.text, job.classification, completion.finish_reason,
-                                    continued=not self.plan.chat)
+                                    continued=not self.plan.chat, needs_output=not self.teacher_outputs)
             if isinstance(parsed, Failure):
                 self._reject(outcome, parsed.reason, "example", instruction=job.instruction, raw=parsed.text)
             else:

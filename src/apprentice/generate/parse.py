@@ -142,10 +142,13 @@ def _clean_instruction(text: str) -> str:
 _FIELD = re.compile(r"^[ \t>#*_-]*(input|output|task)[ \t*_]*:[ \t*_]*", re.MULTILINE | re.IGNORECASE)
 
 
-def parse_instance(text: str, classification: bool, finish_reason: str, continued: bool) -> tuple[str, str] | Failure:
+def parse_instance(text: str, classification: bool, finish_reason: str, continued: bool,
+                   needs_output: bool = True) -> tuple[str, str] | Failure:
     """(input, output) of one example, tolerant of markdown (`**Input:**`) and of the teacher going on to another
     task. Ordinary tasks put `Input:` first; classification tasks `Output:` first (the class label) and must have an
     `Input:` after it. `continued`: the prompt ended with the first marker and the teacher continued after it.
+    `needs_output=False` (the output will come from elsewhere): an ordinary task's answer may end after its input,
+    as it does when the request stops at `Output:`; the output is then "".
 
     A missing input is "" (the no-input markers are normalised by the filters). A response cut by the length limit
     inside the fields it needs is `truncated`."""
@@ -155,6 +158,10 @@ def parse_instance(text: str, classification: bool, finish_reason: str, continue
     if continued and not (opening and opening.group(1).lower() == first):
         markers.insert(0, (first, 0, 0))
     outputs = [i for i, m in enumerate(markers) if m[0] == "output"]
+    if not outputs and not needs_output and not classification and markers and markers[0][0] == "input":
+        if finish_reason == "length":
+            return Failure(TRUNCATED, text)
+        return _value(text, markers, 0)[0], ""
     if not outputs:
         return _incomplete(text, finish_reason)
     output_at = outputs[0]
