@@ -4,9 +4,9 @@ prompt style each model gets, resume from the sidecar after a failure, and bad i
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
+from cli_support import run_in_process
 from servers import Reply, ScriptedServer, chat_reply
 
 from apprentice.errors import UserError
@@ -110,16 +110,8 @@ def test_local_model_outputs_are_alpaca_eval_and_greedy(tiny_model_dir, tmp_path
     (["--model", "openai:m", "--prompts", "{tmp}/bad.json"], "missing field 'instruction'"),
 ], ids=["bad model", "missing prompts", "bad prompts"])
 def test_cli_bad_input(tmp_path, capsys, args, message):
-    from apprentice import cli
-
     (tmp_path / "bad.json").write_text(json.dumps([{"input": "x"}]))
-    argv = ["apprentice", "answer", "--out", str(tmp_path / "o.json"), *[a.format(tmp=tmp_path) for a in args]]
-    old, sys.argv = sys.argv, argv
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            cli.main()
-    finally:
-        sys.argv = old
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    code, err = run_in_process(["answer", "--out", str(tmp_path / "o.json"), *[a.format(tmp=tmp_path) for a in args]],
+                               capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o.json").exists()

@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from cli_support import run_in_process
 
 from apprentice.errors import UserError
 from apprentice.evaluate.fidelity import (
@@ -323,22 +324,14 @@ def test_report_without_models_reads_no_weights(tmp_path, capsys):
 ], ids=["missing file", "not a list", "no shared prompts", "openai model", "unknown spec", "missing model dir",
         "bad finish_reason", "nothing asked"])
 def test_cli_bad_input(tmp_path, capsys, args, message):
-    from apprentice import cli
-
     _outputs(tmp_path / "teacher.json", TEACHER)
     _outputs(tmp_path / "student.json", STUDENT)
     _outputs(tmp_path / "elsewhere.json", [Answer("nowhere", "x")])
     (tmp_path / "object.json").write_text(json.dumps({"instruction": "p1"}))
     (tmp_path / "reason.json").write_text(json.dumps([{"instruction": "p1", "output": "x", "finish_reason": 1}]))
-    argv = ["apprentice", "fidelity", "--out", str(tmp_path / "f.json"), *[a.format(tmp=tmp_path) for a in args]]
-    old, sys.argv = sys.argv, argv
-    try:
-        with pytest.raises(SystemExit) as exit_info:
-            cli.main()
-    finally:
-        sys.argv = old
-    err = capsys.readouterr().err
-    assert exit_info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    code, err = run_in_process(["fidelity", "--out", str(tmp_path / "f.json"), *[a.format(tmp=tmp_path) for a in args]],
+                               capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "f.json").exists()
 
 

@@ -60,6 +60,16 @@ def test_reading_follows_the_interval_not_the_point(n, ci, word, phrase):
     assert got_word == word and phrase in sentence and "Caution" not in sentence
 
 
+@pytest.mark.parametrize("lean, words", [(None, None), (0.6, None), (0.97, "shown first 97%"),
+                                         (0.05, "shown second 95%")])
+def test_reading_warns_when_a_probability_judge_reads_only_the_position(lean, words):
+    _, sentence = reading({"n": 40, "win_rate_ci": [0.45, 0.55], "swap_agreement": 0.0, "first_position_prob": lean})
+    if words is None:
+        assert "follow the order, not the answers" not in sentence
+    else:
+        assert words in sentence and "follow the order, not the answers" in sentence
+
+
 @pytest.mark.parametrize("agreement, cautioned", [(None, False), (0.9, False), (0.5, False), (0.25, True)])
 def test_reading_warns_when_the_judge_contradicts_itself(agreement, cautioned):
     _, sentence = reading({"n": 40, "win_rate_ci": [0.45, 0.55], "swap_agreement": agreement})

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_support import run_in_process
 
 from apprentice.train.loop import TrainConfig, lr_factor, train
 from apprentice.train.templates import ALPACA
@@ -191,21 +192,6 @@ def test_micro_batches_accumulate_to_the_same_step(tiny_base_model_dir, tmp_path
     assert _losses(tmp_path / "micro") == pytest.approx(_losses(tmp_path / "whole"), rel=1e-5)
 
 
-def _run_cli(args: list[str], capsys) -> tuple[int, str]:
-    from apprentice import cli
-
-    old = sys.argv
-    sys.argv = ["apprentice", *args]
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    finally:
-        sys.argv = old
-    return code, capsys.readouterr().err
-
-
 BAD_INPUT = [
     ("unknown field", {"data": [{"instruction": "a", "output": "b", "outptu": "c"}]}, "item 0: unknown field 'outptu'"),
     ("missing output", {"data": [{"instruction": "a", "input": ""}]}, "item 0: missing field 'output'"),
@@ -226,7 +212,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tiny_base_model_dir, tm
             "--data", str(data), "--out", str(tmp_path / "out"), *change.get("args", [])]
     if "template" in change:
         args += ["--template", str(_write(tmp_path / "t.json", change["template"]))]
-    code, err = _run_cli(args, capsys)
+    code, err = run_in_process(args, capsys)
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()

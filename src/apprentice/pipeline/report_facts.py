@@ -54,6 +54,7 @@ _FIRST_WORD = re.compile(r"[A-Za-z]+")
 ON_PAR_HALF_WIDTH = 0.10  # "on par": the whole 95% interval lies within 50% ± this...
 ON_PAR_MIN_JUDGED = 20  # ... over at least this many judgments: a few ties give a zero-width bootstrap interval
 LOW_SWAP_AGREEMENT = 0.5  # below this the judge's verdicts mostly follow the order the outputs were shown in
+POSITION_ONLY = 0.9  # a probability judge that gives one position this much on average reads position, not answers
 
 
 def root_verb(instruction: str) -> str | None:
@@ -119,7 +120,14 @@ def reading(summary: dict[str, Any]) -> tuple[str, str]:
                 f"The 95% interval ({span}) contains 50%, but it is too wide to call the two on par: judge more "
                 f"prompts to narrow it.")
     agreement = summary.get("swap_agreement")
-    if agreement is not None and agreement < LOW_SWAP_AGREEMENT:
+    lean = summary.get("first_position_prob")
+    if lean is not None and abs(lean - 0.5) >= POSITION_ONLY - 0.5:
+        sentence += (f" Caution: the judge gave the answer shown {'first' if lean > 0.5 else 'second'} "
+                     f"{100 * max(lean, 1 - lean):.0f}% of its probability on average, whichever it was: its "
+                     f"verdicts follow the order, not the answers (averaging both orders cancels the lean, so it "
+                     f"adds no spurious win, but no information either). The judge-free measures of how close the "
+                     f"clone is say more.")
+    elif agreement is not None and agreement < LOW_SWAP_AGREEMENT:
         sentence += (f" Caution: the judge gave the same verdict in both orders for only {100 * agreement:.0f}% of "
                      f"the pairs, so its ties mostly reflect which answer it was shown first.")
     return word, sentence

@@ -168,9 +168,10 @@ def _fidelity(config: RunConfig, run_dir: Path, resuming: bool, console: Console
               "answers": [{**item, "role": Path(item["file"]).stem} for item in base["answers"]]}
     write_json_atomic(run_dir / "fidelity.json", report)
     nll = {m["role"]: m["nll"] for m in report["models"]}
+    change = nll[STUDENT] / nll[BASE] - 1
     console.print(f"NLL of the teacher's answers: base {nll[BASE]:.3f}, student {nll[STUDENT]:.3f} nats/token "
-                  f"({100 * (1 - nll[STUDENT] / nll[BASE]):.1f}% below the base); see {run_dir / 'fidelity.json'}",
-                  highlight=False)
+                  f"({100 * abs(change):.1f}% {'below' if change <= 0 else 'above'} the base); see "
+                  f"{run_dir / 'fidelity.json'}", highlight=False)
 
 
 def _judge(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -> None:
