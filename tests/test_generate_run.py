@@ -8,6 +8,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -534,3 +535,32 @@ def test_a_local_teachers_answers_are_what_apprentice_answer_gets(tmp_path, tiny
     records = answer(AnswerConfig(model=f"hf:{model_dir}", prompts=str(prompts), out=str(tmp_path / "a.json"),
                                   max_tokens=12, batch_size=4))
     assert [r["output"] for r in records] == generated
+
+
+# ---- one writer per run directory ------------------------------------------------------------------------------------
+
+def test_a_second_process_on_the_same_out_stops_with_one_line_naming_the_first(tmp_path, seeds_file):
+    out = tmp_path / "run"
+    good, gate = varied_teacher(delay=0), threading.Event()
+
+    def teacher(path, body):  # once the first process has written a record, it waits until the second has tried
+        if _lines(out / "data.jsonl"):
+            gate.wait(timeout=60)
+        return good(path, body)
+
+    with ScriptedServer(teacher) as server:
+        first = subprocess.Popen(_cli(server.url, out, seeds_file, 12), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while not _lines(out / "data.jsonl") and time.time() < deadline:  # the first one is writing
+            time.sleep(0.02)
+        second = subprocess.run(_cli(server.url, out, seeds_file, 12), capture_output=True, text=True, timeout=60)
+        gate.set()
+        assert first.wait(timeout=120) == 0
+    assert second.returncode == 2 and len(second.stderr.strip().splitlines()) == 1
+    assert f"in use by process {first.pid} (apprentice generate)" in second.stderr
+    records = _data(out)
+    assert len(records) == 12 and len(set(records)) == 12  # exactly one run's data
+    # the lock went with its holder: the same command now finds the run done
+    again = subprocess.run(_cli(server.url, out, seeds_file, 12), capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0 and _data(out) == records

@@ -38,6 +38,7 @@ from apprentice.generate.stats import RunStats
 from apprentice.models.base import Model
 from apprentice.models.record import RecordedModel, open_db
 from apprentice.models.spec import BackendOptions, load_model, parse_spec
+from apprentice.runlock import hold
 
 STATS_EVERY_S = 2.0  # stats.json is rewritten this often during a run
 _IDENTITY = ("instruction", "input", "output")
@@ -116,8 +117,14 @@ def generate(config: GenerateConfig, console: Console | None = None) -> RunResul
     current = json.loads(json.dumps(to_json(config)))
     if saved is not None:
         check_resumable(saved, current, out)
+    with hold(out, "apprentice generate"):  # one writer per OUT: a second process would append the same records
+        return _generate_locked(config, saved, current, seeds, console)
 
-    out.mkdir(parents=True, exist_ok=True)
+
+def _generate_locked(config: GenerateConfig, saved: dict | None, current: dict, seeds: list[SeedTask],
+                     console: Console) -> RunResult:
+    out = config.out
+    saved_path = out / store.CONFIG
     existing = store.read_log(out / store.DATA)
     rejected = store.read_log(out / store.REJECTED)
     segment = _Segment(**saved.get("segment", {})) if saved else _Segment()

@@ -36,6 +36,7 @@ from rich.console import Console
 from apprentice.errors import UserError
 from apprentice.jsonfile import write_json_atomic
 from apprentice.pipeline.config import RunConfig, to_toml
+from apprentice.runlock import hold
 
 STUDENT, TEACHER, BASE = "student", "teacher", "base"
 
@@ -262,7 +263,11 @@ def run_pipeline(config: RunConfig, run_dir: Path, from_stage: str | None = None
     console = console or Console()
     if from_stage is not None and from_stage not in STAGE_NAMES:
         raise UserError(f"unknown stage {from_stage!r} for --from: choose one of {', '.join(STAGE_NAMES)}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    with hold(run_dir, "apprentice run"):  # one pipeline per run directory
+        return _run_stages(config, run_dir, from_stage, console)
+
+
+def _run_stages(config: RunConfig, run_dir: Path, from_stage: str | None, console: Console) -> Path:
     (run_dir / "run.toml").write_text(to_toml(config), encoding="utf-8")
     state = RunState(run_dir)
     keys = stage_keys(config)

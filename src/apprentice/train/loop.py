@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from apprentice.errors import UserError
 from apprentice.models.spec import local_model_dir, parse_spec
+from apprentice.runlock import LOCK_FILE, hold
 from apprentice.train.batching import BatchPlan, pack, padded, share
 from apprentice.train.checkpoint import (
     keep_trainable_weights,
@@ -100,7 +101,7 @@ def check_config(config: TrainConfig) -> None:
     if config.precision not in ("auto", "bf16", "fp32"):
         raise UserError(f"--precision must be auto, bf16 or fp32, not {config.precision!r}")
     out = Path(config.out)
-    if not config.resume and out.exists() and any(out.iterdir()):
+    if not config.resume and out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise UserError(f"{out} is not empty: pass --resume to continue its run, or choose a new --out")
 
 
@@ -285,7 +286,6 @@ def train(config: TrainConfig, console: Console | None = None, stop_after: int |
     console = console or Console(stderr=True)
     main = accelerator.is_main_process
     out = Path(config.out)
-    metrics_path = out / "metrics.jsonl"
     set_seed(config.seed)
     # padded positions are masked out of attention and loss, so any id works when the tokenizer has no pad token
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -293,24 +293,33 @@ def train(config: TrainConfig, console: Console | None = None, stop_after: int |
     if main:
         console.print(describe_counts(data.counts, run.plan, run.total_steps), highlight=False)
 
-    data_sha = file_sha256(config.data)
     run_identity = {
-        "data_sha256": data_sha, "base": str(spec), "template": template.to_json(), "lora": config.lora,
+        "data_sha256": file_sha256(config.data), "base": str(spec), "template": template.to_json(), "lora": config.lora,
         "max_len": config.max_len, "token_budget": config.token_budget, "seed": config.seed,
         "total_steps": run.total_steps, "peak_lr": config.peak_lr, "pad_multiple": config.pad_multiple,
     }
-    start = 0
-    if config.resume:
-        checkpoint = latest_checkpoint(out)
-        if checkpoint is None:
-            raise UserError(f"--resume: no checkpoint in {out / 'checkpoints'}")
-        start = load_checkpoint(accelerator, checkpoint, run_identity)
-        if main:
-            trim_metrics(metrics_path, start)
-            console.print(f"resumed from {checkpoint} at step {start}", highlight=False)
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
+    held = ExitStack()
+    if main:  # one writer per OUT: the main process holds its lock (the other processes of this job write nothing)
+        held.enter_context(hold(out, "apprentice train"))
+    with held:
+        start = 0
+        if config.resume:
+            checkpoint = latest_checkpoint(out)
+            if checkpoint is None:
+                raise UserError(f"--resume: no checkpoint in {out / 'checkpoints'}")
+            start = load_checkpoint(accelerator, checkpoint, run_identity)
+            if main:
+                trim_metrics(out / "metrics.jsonl", start)
+                console.print(f"resumed from {checkpoint} at step {start}", highlight=False)
+        return _train_and_export(config, accelerator, run, out, template, tokenizer, data, spec, model_dir,
+                                 run_identity, start, stop_after, console)
 
+
+def _train_and_export(config: TrainConfig, accelerator, run: Run, out: Path, template, tokenizer, data, spec,
+                      model_dir: str, run_identity: dict[str, Any], start: int, stop_after: int | None,
+                      console: Console) -> dict[str, Any] | None:
+    main = accelerator.is_main_process
+    metrics_path = out / "metrics.jsonl"
     loss = None
     with _progress(console, main) as progress, (metrics_path.open("a") if main else nullcontext()) as log:
         task = progress.add_task("train", total=run.total_steps, completed=start, loss="-", speed="-")
@@ -329,7 +338,7 @@ def train(config: TrainConfig, console: Console | None = None, stop_after: int |
 
     manifest = {
         "template": template.to_json(), "base": str(spec), "base_dir": model_dir,
-        "data": str(config.data), "data_sha256": data_sha,
+        "data": str(config.data), "data_sha256": run_identity["data_sha256"],
         "method": "lora" if config.lora else "full", "merged": config.merge,
         "hyperparameters": {**asdict(config), "peak_lr": config.peak_lr}, "token_counts": data.counts.to_json(),
         "steps": run.total_steps, "world_size": accelerator.num_processes, "final_loss": loss,
