@@ -77,13 +77,13 @@ def test_record_caches_and_records(local, tmp_path):
 
 @pytest.fixture(scope="module")
 def server(tiny_model_dir):
-    with ServeProcess(f"hf:{tiny_model_dir}", "--name", "tiny") as proc:
+    with ServeProcess(f"hf:{tiny_model_dir}", "--name", "tiny", "--served-model-name", "tiny-instruct") as proc:
         yield proc
 
 
 def test_openai_client_chat_and_completions(server, local):
     client = openai.OpenAI(base_url=server.url, api_key="unused")
-    assert [m.id for m in client.models.list().data] == ["tiny"]
+    assert [m.id for m in client.models.list().data] == ["tiny", "tiny-instruct"]
     chat = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hello"}],
                                           max_tokens=8, temperature=0)
     expected = local.generate([Request(messages=[{"role": "user", "content": "hello"}], max_tokens=8)])[0]
@@ -102,6 +102,36 @@ def test_openai_client_streaming_chat(server):
     chunks = list(client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
                                                  max_tokens=4, temperature=0, stream=True))
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def test_serve_honours_presence_penalty_and_answers_aliases(server, local):
+    import httpx
+
+    body = {"messages": [{"role": "user", "content": "The quick brown fox"}], "max_tokens": 16, "temperature": 0,
+            "presence_penalty": 2.0}
+    expected = local.generate([Request(messages=body["messages"], max_tokens=16, presence_penalty=2.0)])[0]
+    plain = local.generate([Request(messages=body["messages"], max_tokens=16)])[0]
+    assert expected.text != plain.text  # the penalty changes this answer, so the server must not drop it
+    for name in ("tiny", "tiny-instruct"):
+        reply = httpx.post(f"{server.url}/chat/completions", json={**body, "model": name}, timeout=60).json()
+        assert reply["choices"][0]["message"]["content"] == expected.text and reply["model"] == "tiny"
+
+
+@pytest.mark.parametrize("path, extra, message", [
+    ("/chat/completions", {"max_tokens": -5}, "max_tokens must be between 1"),
+    ("/chat/completions", {"temperature": "hot"}, "temperature must be a number"),
+    ("/chat/completions", {"n": 2}, "n must be 1"),
+    ("/completions", {"top_p": 3}, "top_p must be between 0 and 1"),
+    ("/completions", {"seed": "x"}, "seed must be an integer"),
+    ("/completions", {"stop": [1]}, "stop must be a string or a list of strings"),
+])
+def test_bad_parameters_are_a_400_naming_them(server, path, extra, message):
+    import httpx
+
+    body = {"model": "tiny", "max_tokens": 4, **({"prompt": "hi"} if path == "/completions" else
+                                               {"messages": [{"role": "user", "content": "hi"}]}), **extra}
+    response = httpx.post(f"{server.url}{path}", json=body, timeout=60)
+    assert response.status_code == 400 and message in response.json()["error"]["message"]
 
 
 def test_wrong_model_name_is_a_clear_404(server):

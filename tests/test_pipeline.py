@@ -145,7 +145,8 @@ def test_run_end_to_end_then_skip_then_redo(tmp_path, teacher, tiny_base_model_d
     again = run_cli("run", str(config), "--out", str(run_dir))
     assert again.returncode == 0, again.stderr
     assert teacher.count() == before
-    assert again.stdout.count("up to date, skipped") == 6  # generate, train, answer, fidelity, judge, tally
+    # generate, train, references, answer, fidelity, judge, tally
+    assert again.stdout.count("up to date, skipped") == 7
 
     # a changed train setting redoes train and what follows; `launch` runs training as its own process
     changed = write_config(tmp_path, teacher, tiny_base_model_dir,
@@ -220,3 +221,67 @@ def test_capped_generation_goes_on_with_what_was_kept(tmp_path, teacher, tiny_ba
     assert 0 < kept <= 6  # 2 requests of 3 tasks each, some of which may repeat earlier tests' tasks
     assert f"generate stopped at max_requests with {kept} of 50 records" in " ".join(result.stdout.split())
     assert (tmp_path / "run" / "report.html").exists()
+
+
+# ---- reruns never pay twice and never lose a human vote ------------------------------------------------------------
+
+def _vote_on_everything(db_path: Path, name: str) -> int:
+    """Cast one vote per item as annotator `name`, through the votes app's store; returns how many."""
+    from apprentice.annotate import store
+
+    db = store.create_db(db_path)
+    try:
+        annotator = store.find_annotator(db, store.add_annotator(db, name))
+        cast = 0
+        while (shown := store.next_item(db, annotator, votes_per_item=1)) is not None:
+            store.record_vote(db, annotator, shown.item_id, "left", "", votes_per_item=1)
+            store.advance(db, annotator, shown.item_id)
+            cast += 1
+        return cast
+    finally:
+        db.close()
+
+
+def test_reruns_after_changes_send_no_request_twice_and_keep_every_vote(tmp_path, tiny_base_model_dir):
+    from apprentice.evaluate.tally import read_annotations
+
+    bodies: list[str] = []
+    handler = teacher_handler()
+
+    def recording(path, body):
+        bodies.append(json.dumps({"path": path, **body}, sort_keys=True))
+        return handler(path, body)
+
+    run_dir = tmp_path / "run"
+    with ScriptedServer(recording) as first, ScriptedServer(recording) as second:
+        def run(**edits) -> int:
+            """Rerun with these edits of the config; returns the requests it sent."""
+            before = len(bodies)
+            config = write_config(tmp_path, first, tiny_base_model_dir,
+                                  **{"[judge]": "[annotate]\nvotes_per_item = 1\n\n[judge]", **edits})
+            result = run_cli("run", str(config), "--out", str(run_dir))
+            assert result.returncode == 0, result.stdout + result.stderr
+            return len(bodies) - before
+
+        assert run() > 0
+        votes = _vote_on_everything(run_dir / "votes.sqlite", "ann")
+        assert votes == 4
+        assert run(**{"num = 6": "num = 9"}) > 0  # generate goes on to 9 records: new requests only
+        assert len(json.loads((run_dir / "generate" / "alpaca_data.json").read_text())) == 9
+        assert run(**{"num = 6": "num = 9", "max_requests = 30": "max_requests = 30\nprice_in = 2.5"}) == 0
+        moved = {"num = 6": "num = 9", f"openai:teacher@{first.url}": f"openai:teacher@{second.url}"}
+        assert run(**moved) == 0  # the same teacher at another URL: every answer comes from the call record
+        moved["lr = 1e-3"] = "lr = 5e-4"
+        run(**moved)  # retrained: at most the judge's calls on answers that changed
+        moved["max_tokens = 8"] = "max_tokens = 6"
+        assert run(**moved) > 0  # shorter answers: the teacher's are asked anew, and every pair changed
+        assert run(**moved, **{"orders = 2": "orders = 1"}) == 0  # one order of each pair: calls made already
+    assert len(bodies) == len(set(bodies)), "a request that was answered was sent again"
+
+    # every vote survives: the database of the earlier answers was kept under its own name, and the report shows it
+    earlier = sorted(run_dir.glob("votes.*.sqlite"))
+    assert earlier and len(read_annotations(run_dir / "votes.sqlite")) == 0
+    assert sum(len(read_annotations(path)) for path in earlier) == votes
+    report = (run_dir / "report.html").read_text()
+    assert "Votes on earlier answers" in report and earlier[0].name in report
+    assert (run_dir / "replaced").is_dir() and not (run_dir / "generate" / "requests.sqlite").exists()

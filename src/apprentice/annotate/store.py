@@ -195,9 +195,39 @@ def secret(db: sqlite3.Connection) -> str:
 # --------------------------------------------------------------------------------------------------- items, people
 
 
-def _pairs_fingerprint(pairs: Iterable[Pair]) -> str:
+def pairs_fingerprint(pairs: Iterable[Pair]) -> str:
+    """A hash of the pairs to vote on: votes cast on one set of answers belong to that set only."""
     rows = [[p.instruction, p.output_a, p.output_b, p.generator_a, p.generator_b, p.dataset] for p in pairs]
     return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()
+
+
+def stored_fingerprint(path: str | Path) -> str | None:
+    """The `pairs_fingerprint` of the pairs a votes database holds; None when it holds none (or does not exist)."""
+    if not Path(path).is_file():
+        return None
+    db = create_db(path)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key = 'pairs_sha256'").fetchone()
+        return row["value"] if row is not None else None
+    finally:
+        db.close()
+
+
+def move_aside(path: str | Path, destination: str | Path) -> None:
+    """Move a votes database (with its WAL, emptied into it first) to `destination`, which must not exist: votes
+    are people's work, never deleted."""
+    path, destination = Path(path), Path(destination)
+    if destination.exists():
+        raise UserError(f"cannot move {path} aside: {destination} exists")
+    db = connect(path)
+    try:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        db.close()
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            source.rename(f"{destination}{suffix}")
 
 
 def _db_file(db: sqlite3.Connection) -> str:
@@ -209,7 +239,7 @@ def import_pairs(db: sqlite3.Connection, pairs: list[Pair]) -> int:
 
     Importing the same pairs again adds nothing (a restart); different pairs into a database that has items is an
     error, since votes on one comparison must not be mixed with another."""
-    fingerprint = _pairs_fingerprint(pairs)
+    fingerprint = pairs_fingerprint(pairs)
     with _write(db):
         row = db.execute("SELECT value FROM meta WHERE key = 'pairs_sha256'").fetchone()
         if row is not None:

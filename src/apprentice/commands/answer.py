@@ -25,11 +25,14 @@ def answer(
     generator: str = typer.Option(None, help="Name written in the outputs' generator field (default: the model name)."),
     base_template: bool = typer.Option(
         False, "--base-template", help="Use the Alpaca template even when the model has a chat template."),
+    cache: str = typer.Option(
+        None, "--cache", help="openai: specs: a call record (SQLite, e.g. the one `apprentice generate` or `judge` "
+        "keeps); answers already in it are not paid for again."),
 ) -> None:
     """Answer evaluation prompts; a model trained by apprentice is asked with the template it was trained on."""
     run_answer(AnswerConfig(
         model=model, prompts=prompts, out=out, max_tokens=max_tokens, temperature=temperature, batch_size=batch_size,
-        concurrency=concurrency, generator=generator, base_template=base_template,
+        concurrency=concurrency, generator=generator, base_template=base_template, cache=cache,
     ))
 
 

@@ -16,7 +16,10 @@ def serve(
     model: str = typer.Option(..., "--model", "-m", help=MODEL_HELP),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 to accept other machines)."),
     port: int = typer.Option(8000, help="Port to listen on."),
-    name: str = typer.Option(None, help="Model name clients must send (default: the spec's last path part)."),
+    name: list[str] = typer.Option(
+        None, "--name", "--served-model-name",
+        help="Model name clients send (default: the spec's last path part); repeat it for aliases, e.g. a name "
+             "with 'instruct' in it for tools that choose the API by name."),
     batch_size: int = typer.Option(16, help="Most requests generated together in one batch."),
     device: str = typer.Option(None, help="torch device (default: cuda when available, else cpu)."),
 ) -> None:
@@ -28,11 +31,12 @@ def serve(
     spec = parse_spec(model)
     if not spec.is_local:
         raise typer.BadParameter("serve needs a local model (hf:, gguf: or bundled:)", param_hint="--model")
-    served_name = name or spec.target.rstrip("/").split("/")[-1]
+    served = list(name or [spec.target.rstrip("/").split("/")[-1]])
     console.print(f"loading {spec} ...")
     local = LocalModel.from_spec(spec, BackendOptions(batch_size=batch_size, device=device))
-    console.print(f"serving [bold]{served_name}[/] at http://{host}:{port}/v1 (device {local.device}); Ctrl-C stops")
-    run_server(local, served_name, host, port, batch_size)
+    console.print(f"serving [bold]{', '.join(served)}[/] at http://{host}:{port}/v1 (device {local.device}); "
+                  "Ctrl-C stops")
+    run_server(local, served, host, port, batch_size)
 
 
 def chat(

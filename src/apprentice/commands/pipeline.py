@@ -10,7 +10,8 @@ from rich.console import Console
 from apprentice.pipeline.run import STAGE_NAMES
 
 console = Console()
-FROM_HELP = f"Redo this stage and every one after it ({', '.join(STAGE_NAMES)})."
+FROM_HELP = (f"Redo this stage and every one after it ({', '.join(STAGE_NAMES)}); their earlier outputs are moved "
+             "to RUN/replaced/.")
 
 
 def run(
@@ -18,7 +19,8 @@ def run(
     out: Path = typer.Option(None, "--out", help="Run directory (default: runs/<config file name>)."),
     from_stage: str = typer.Option(None, "--from", help=FROM_HELP),
 ) -> None:
-    """Run the whole loop — generate, train, answer, judge, tally, report — skipping stages that are up to date."""
+    """Run the whole loop (generate, train, answers, fidelity, judge, tally, report), skipping stages that are up
+    to date, continuing interrupted ones, and never sending a model request that was already answered."""
     from apprentice.pipeline.config import load_config
     from apprentice.pipeline.run import run_pipeline
 

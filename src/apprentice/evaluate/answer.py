@@ -30,7 +30,7 @@ from apprentice.errors import UserError
 from apprentice.evaluate.prompts import EvalPrompt, load_prompts
 from apprentice.jsonfile import write_json_atomic
 from apprentice.models.base import Request
-from apprentice.models.spec import BackendOptions, ModelSpec, local_model_dir, parse_spec
+from apprentice.models.spec import BackendOptions, ModelSpec, local_model_dir, model_identity, parse_spec
 from apprentice.train.templates import ALPACA, Template, has_chat_template, saved_template
 
 
@@ -45,6 +45,8 @@ class AnswerConfig:
     concurrency: int = 8  # openai: requests in flight
     generator: str | None = None  # name in the outputs; default: the model's directory or name
     base_template: bool = False  # use the Alpaca template even when the model has a chat template
+    # call record (SQLite) for served models: an answer already paid for comes from it, whatever else changed
+    cache: str | None = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,10 @@ def _generate(config: AnswerConfig, spec: ModelSpec, style: PromptStyle, todo: S
 
     requests = [style.request(p, config.max_tokens, config.temperature) for p in todo]
     model = load_model(spec, BackendOptions(concurrency=config.concurrency, batch_size=config.batch_size))
+    if config.cache and not spec.is_local:  # a local model's directory may be retrained in place: never cached
+        from apprentice.models.record import RecordedModel
+
+        model = RecordedModel(model, config.cache, model_identity(spec))
     progress = Progress(TextColumn("[bold]answer"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("eta"), TimeRemainingColumn(), console=console)
     try:

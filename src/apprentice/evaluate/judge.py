@@ -213,12 +213,13 @@ def judge_files(a: Path, b: Path, judge: str, out: Path, *, orders: int = 2, see
     from apprentice.evaluate.outputs import join_outputs, load_outputs
     from apprentice.models import load_model, parse_spec
     from apprentice.models.record import RecordedModel
+    from apprentice.models.spec import model_identity
 
     console = console or Console(stderr=True)
     spec = parse_spec(judge)
     pairs = join_outputs(load_outputs(a), load_outputs(b), str(a), str(b))[:limit]
     cache = cache or out.with_suffix(".cache.sqlite")
-    model = RecordedModel(load_model(spec, options), cache)
+    model = RecordedModel(load_model(spec, options), cache, model_identity(spec))
     columns = (TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TextColumn("calls"), TimeElapsedColumn(),
                TimeRemainingColumn())
     try:

@@ -21,7 +21,7 @@ from apprentice.errors import UserError
 from apprentice.generate.filters import FilterConfig
 from apprentice.generate.loop import ALPACA, INLINE_OUTPUTS, OUTPUT_SOURCES, SELF_INSTRUCT, STRATEGIES, \
     TEACHER_OUTPUTS, Plan
-from apprentice.models.spec import ModelSpec, local_model_dir, parse_spec
+from apprentice.models.spec import ModelSpec, local_model_dir, model_identity, parse_spec
 
 CHAT, COMPLETION = "chat", "completion"
 # Settings that decide which requests a run sends: a resumed run must keep them.
@@ -116,11 +116,6 @@ def is_chat_model(spec: ModelSpec, api: str) -> bool:
     return False
 
 
-def teacher_model(spec: ModelSpec) -> str:
-    """The teacher's identity for the response cache and for resuming: the model, not the URL it is served at."""
-    return f"openai:{spec.target}" if spec.kind == "openai" else str(spec)
-
-
 def seeds_sha256(path: Path | None) -> str:
     return hashlib.sha256((shipped(SEED_TASKS) if path is None else path).read_bytes()).hexdigest()
 
@@ -143,7 +138,7 @@ def to_json(config: GenerateConfig) -> dict[str, Any]:
     data = asdict(config)
     for key in ("out", "seeds", "cache"):
         data[key] = str(data[key]) if data[key] is not None else None
-    data["teacher_model"] = teacher_model(parse_spec(config.teacher))
+    data["teacher_model"] = model_identity(parse_spec(config.teacher))
     data["seeds_sha256"] = seeds_sha256(config.seeds)
     return data
 

@@ -30,14 +30,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from apprentice.errors import UserError
 from apprentice.generate import store
-from apprentice.generate.config import GenerateConfig, check_resumable, plan_of, resolve, teacher_model, to_json
+from apprentice.generate.config import GenerateConfig, check_resumable, plan_of, resolve, to_json
 from apprentice.generate.dispatch import Dispatcher
 from apprentice.generate.loop import Generation, Outcome
 from apprentice.generate.seeds import SeedTask, load_seed_tasks
 from apprentice.generate.stats import RunStats
 from apprentice.models.base import Model
 from apprentice.models.record import RecordedModel, open_db
-from apprentice.models.spec import BackendOptions, load_model, parse_spec
+from apprentice.models.spec import BackendOptions, load_model, model_identity, parse_spec
 from apprentice.runlock import hold
 
 STATS_EVERY_S = 2.0  # stats.json is rewritten this often during a run
@@ -171,7 +171,7 @@ def _run(model: Model, config: GenerateConfig, seeds: list[SeedTask], stats: Run
     open_db(config.cache).close()  # create the schema once, before the feeders open it side by side
     # Local models batch (one feeder); HTTP refills slots one by one, and a slot may carry several prompts.
     prompts_in_flight = config.concurrency * (1 if spec.is_local else config.prompts_per_request)
-    dispatcher = Dispatcher(lambda: RecordedModel(model, config.cache, teacher_model(spec)), prompts_in_flight,
+    dispatcher = Dispatcher(lambda: RecordedModel(model, config.cache, model_identity(spec)), prompts_in_flight,
                             feeders=1 if spec.is_local else prompts_in_flight)
     columns = (TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn())

@@ -13,6 +13,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import Future
 
 from fastapi import FastAPI, Request as HttpRequest
@@ -62,14 +63,41 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> JS
     return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
 
 
+class BadParameter(ValueError):
+    """A request parameter the server cannot honour: answered 400 naming it, as OpenAI does."""
+
+
+def _number(body: dict, name: str, default: float, low: float, high: float, integer: bool = False) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float) or (integer and not isinstance(value, int)):
+        raise BadParameter(f"{name} must be {'an integer' if integer else 'a number'}, got {value!r}")
+    if not low <= value <= high:
+        raise BadParameter(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+    return value
+
+
 def _sampling(body: dict) -> dict:
+    """The request's sampling settings, checked; every parameter the model would change an answer by is honoured
+    (presence_penalty included: self-instruct's bootstrap sends 2.0) or refused, never silently dropped."""
+    if body.get("n") not in (None, 1):
+        raise BadParameter(f"n must be 1 (one answer per prompt), got {body.get('n')!r}")
     stop = body.get("stop") or ()
+    stops = (stop,) if isinstance(stop, str) else stop
+    if not isinstance(stops, list | tuple) or not all(isinstance(s, str) for s in stops):
+        raise BadParameter("stop must be a string or a list of strings")
+    seed = body.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise BadParameter(f"seed must be an integer, got {seed!r}")
+    limit = "max_tokens" if body.get("max_tokens") is not None else "max_completion_tokens"
     return dict(
-        max_tokens=int(body.get("max_tokens") or body.get("max_completion_tokens") or 256),
-        temperature=float(body.get("temperature", 1.0) if body.get("temperature") is not None else 1.0),
-        top_p=float(body.get("top_p") if body.get("top_p") is not None else 1.0),
-        stop=(stop,) if isinstance(stop, str) else tuple(stop),
-        seed=body.get("seed"),
+        max_tokens=int(_number(body, limit, 256, 1, 1_000_000, integer=True)),
+        temperature=float(_number(body, "temperature", 1.0, 0.0, 2.0)),
+        top_p=float(_number(body, "top_p", 1.0, 0.0, 1.0)),
+        presence_penalty=float(_number(body, "presence_penalty", 0.0, -2.0, 2.0)),
+        stop=tuple(stops),
+        seed=seed,
     )
 
 
@@ -79,7 +107,11 @@ def _usage(completions: list[Completion]) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": generated, "total_tokens": prompt + generated}
 
 
-def create_app(model: Model, name: str, max_batch: int = 16) -> FastAPI:
+def create_app(model: Model, name: str | Sequence[str], max_batch: int = 16) -> FastAPI:
+    """The server's app; `name` is the model name clients send, or several (aliases, as vLLM's
+    --served-model-name: tools that choose behaviour by model name need one), the first reported as the id."""
+    names = [name] if isinstance(name, str) else list(name)
+    name = names[0]
     app = FastAPI(title="apprentice serve", docs_url=None, redoc_url=None)
     batcher = Batcher(model, max_batch)
     created = int(time.time())
@@ -95,13 +127,15 @@ def create_app(model: Model, name: str, max_batch: int = 16) -> FastAPI:
             return _error(400, "request body is not valid JSON")
         if not isinstance(body, dict):
             return _error(400, "request body must be a JSON object")
-        if body.get("model") not in (None, name):
-            return _error(404, f"model {body.get('model')!r} not found; this server has {name!r}", "not_found_error")
+        if body.get("model") not in (None, *names):
+            return _error(404, f"model {body.get('model')!r} not found; this server has {', '.join(map(repr, names))}",
+                          "not_found_error")
         return body
 
     @app.get("/v1/models")
     async def models() -> dict:
-        return {"object": "list", "data": [{"id": name, "object": "model", "created": created, "owned_by": "apprentice"}]}
+        return {"object": "list", "data": [{"id": served, "object": "model", "created": created,
+                                            "owned_by": "apprentice"} for served in names]}
 
     @app.post("/v1/chat/completions")
     async def chat(http: HttpRequest):
@@ -113,9 +147,13 @@ def create_app(model: Model, name: str, max_batch: int = 16) -> FastAPI:
             isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages
         ):
             return _error(400, "messages must be a non-empty list of {role, content} objects with string content")
-        logprobs = int(body.get("top_logprobs") or 0) if body.get("logprobs") else None
+        try:
+            logprobs = int(_number(body, "top_logprobs", 0, 0, 20, integer=True)) if body.get("logprobs") else None
+            sampling = _sampling(body)
+        except BadParameter as exc:
+            return _error(400, str(exc))
         request = Request(messages=[{"role": m.get("role", "user"), "content": m["content"]} for m in messages],
-                          logprobs=logprobs or None, **_sampling(body))
+                          logprobs=logprobs or None, **sampling)
         [completion] = await run([request])
         choice: dict = {"index": 0, "message": {"role": "assistant", "content": completion.text},
                         "finish_reason": completion.finish_reason}
@@ -138,8 +176,12 @@ def create_app(model: Model, name: str, max_batch: int = 16) -> FastAPI:
         prompts = [prompt] if isinstance(prompt, str) else prompt
         if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
             return _error(400, "prompt must be a string or a non-empty list of strings")
-        logprobs = int(body.get("logprobs") or 0) or None
-        results = await run([Request(prompt=p, logprobs=logprobs, **_sampling(body)) for p in prompts])
+        try:
+            logprobs = int(_number(body, "logprobs", 0, 0, 20, integer=True)) or None
+            sampling = _sampling(body)
+        except BadParameter as exc:
+            return _error(400, str(exc))
+        results = await run([Request(prompt=p, logprobs=logprobs, **sampling) for p in prompts])
         choices = []
         for index, completion in enumerate(results):
             choice: dict = {"index": index, "text": completion.text, "finish_reason": completion.finish_reason,
@@ -167,7 +209,7 @@ def _as_event_stream(response: dict) -> StreamingResponse:
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
-def serve(model: Model, name: str, host: str, port: int, max_batch: int) -> None:
+def serve(model: Model, name: str | Sequence[str], host: str, port: int, max_batch: int) -> None:
     import uvicorn
 
     uvicorn.run(create_app(model, name, max_batch), host=host, port=port, log_level="warning")

@@ -77,6 +77,12 @@ def parse_spec(text: str) -> ModelSpec:
     raise UserError(f"bad model spec {text!r}: unknown kind {kind!r} ({SPEC_HELP})")
 
 
+def model_identity(spec: ModelSpec) -> str:
+    """The model behind a spec for call records and caches: an `openai:` model without the URL it is served at (a
+    server restarted on another port, or another replica, answers as the same model), a local spec as written."""
+    return f"openai:{spec.target}" if spec.kind == "openai" else str(spec)
+
+
 def local_model_dir(spec: ModelSpec | str) -> str:
     """A directory or hub id that `from_pretrained` loads: GGUF and bundled models are converted once into the cache."""
     from apprentice.models.bundled import bundled_gguf_path

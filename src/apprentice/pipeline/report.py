@@ -258,14 +258,17 @@ def comparison_section(files: RunFiles, annotations: list[dict] | None) -> dict[
 def votes_section(files: RunFiles) -> dict[str, Any]:
     """Blind human votes from RUN/votes.sqlite (`[annotate]` in the config, then `apprentice annotate`), counted like
     the judge's verdicts: one judgment per vote."""
+    # databases a rerun moved aside when the answers changed: votes on earlier answers, counted but not tallied here
+    earlier = [{"db": path.name, "votes": len(read_annotations(path))}
+               for path in sorted(files.root.glob("votes.*.sqlite"))]
     if not files.votes.is_file():
-        return {"ran": False, "exists": False}
+        return {"ran": False, "exists": False, "earlier": earlier}
     votes = read_annotations(files.votes)
     if not votes:
-        return {"ran": False, "exists": True, "db": str(files.votes.relative_to(files.root))}
+        return {"ran": False, "exists": True, "db": str(files.votes.relative_to(files.root)), "earlier": earlier}
     summary = _summary(files.votes, votes)
     word, sentence = facts.reading(summary)
-    return {"ran": True, "s": summary, "reading": word, "reading_text": sentence,
+    return {"ran": True, "s": summary, "reading": word, "reading_text": sentence, "earlier": earlier,
             "annotators": len({v.get("annotator") for v in votes}),
             "bar_plot": plots.verdict_bar(summary["wins"], summary["ties"], summary["losses"], summary["failed"])}
 

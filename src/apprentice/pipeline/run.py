@@ -1,21 +1,34 @@
 """`apprentice run`: every stage of the Alpaca loop from one config, into one run directory.
 
-    generate -> train -> answer (student, teacher, base) -> fidelity -> judge -> tally -> [annotate] -> report
+    generate -> train -> references (teacher and base answers) -> answer (student) -> fidelity -> judge -> tally
+    -> [annotate] -> report
 
-Each stage's key is a hash of its settings and of the keys of the stages it reads from, so a stage whose inputs and
-settings are unchanged is skipped, one whose key changed is redone (with everything after it), and one that was
-interrupted continues where it stopped (every stage resumes on its own files). `RUN/state.json` holds the keys.
+A stage decides what invalidates it. Its key is a hash of the settings that change its output (generate: the ones
+that decide its requests, with the teacher's model but not its URL; not `num`, prices, concurrency or the request
+cap) and of the content of the files it reads from earlier stages, so a rerun after an upstream change redoes only
+what that change reached. On a rerun:
+* same key, finished, same other settings: skipped;
+* same key, other settings changed (generate's `num`) or interrupted: run again on its own files, which continues
+  it (generate goes on to the new `num`, train resumes from its checkpoint, answer from its sidecar);
+* a new key (or `--from`): its old outputs are moved aside to RUN/replaced/<time>-<stage>/, never deleted, and it
+  runs anew.
+Every teacher, answer and judge call of a served model goes through one call record, RUN/calls.sqlite, so a request
+that was answered is never sent again, whatever changed. Human votes are never moved with a stage: when the answers
+change, RUN/votes.sqlite is renamed after the answers it was cast on (votes.<hash>.sqlite) and a new one started.
+`RUN/state.json` holds each stage's key; one process at a time holds the run directory's lock.
 
 Layout of RUN/:
     run.toml               the resolved config
-    generate/              data.jsonl, rejected.jsonl, alpaca_data.json, stats.json, requests.sqlite
+    calls.sqlite           every model call of the run (request, answer, usage): the cache that never pays twice
+    generate/              data.jsonl, rejected.jsonl, alpaca_data.json, stats.json
     student/               the trained model, metrics.jsonl, apprentice.json
     eval_prompts.jsonl     the evaluation prompts both models answer
     answers/               student.json, teacher.json, base.json (AlpacaEval model_outputs)
     fidelity.json          how close base and student are to the teacher, without a judge (apprentice fidelity)
     judge/annotations.json judgments, output_1 = student, output_2 = teacher
     tally.json             the statistics, from the student's side
-    votes.sqlite           with [annotate]: the blind human-vote database
+    votes.sqlite           with [annotate]: the blind human-vote database (votes.<hash>.sqlite: on earlier answers)
+    replaced/              outputs of stages whose settings changed, moved aside
     report.html
 """
 
@@ -24,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
-import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -34,20 +46,29 @@ from pathlib import Path
 from rich.console import Console
 
 from apprentice.errors import UserError
-from apprentice.jsonfile import write_json_atomic
+from apprentice.jsonfile import write_json_atomic, write_text_atomic
 from apprentice.pipeline.config import RunConfig, to_toml
 from apprentice.runlock import hold
 
 STUDENT, TEACHER, BASE = "student", "teacher", "base"
 
 
+CALLS = "calls.sqlite"  # RUN/calls.sqlite: the call record every stage shares
+REPLACED = "replaced"  # RUN/replaced/<time>-<stage>/: outputs of a stage whose key changed
+
+
+def _nothing(config: RunConfig) -> dict:
+    return {}
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
-    reads: tuple[str, ...]  # stages whose output this one uses
-    outputs: tuple[str, ...]  # paths under RUN/ that belong to this stage
-    settings: Callable[[RunConfig], dict]
-    run: Callable[[RunConfig, Path, bool, Console], None]  # (config, run dir, resuming, console)
+    reads: tuple[str, ...]  # files under RUN/ (made by earlier stages) whose content this one uses
+    outputs: tuple[str, ...]  # paths under RUN/ that belong to this stage (moved aside when its key changes)
+    key: Callable[[RunConfig], dict]  # settings that change its output
+    run: Callable[[RunConfig, Path, bool, Console], None]  # (config, run dir, continuing, console)
+    settings: Callable[[RunConfig], dict] = _nothing  # settings it continues with: a change reruns it on its files
     always: bool = False  # run on every invocation, even when up to date (its inputs change outside the pipeline)
 
 
@@ -62,18 +83,33 @@ def _json_default(value):
 # ---- the stages: each calls one stage's core with settings from the config -------------------------------------
 
 
-def _generate(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -> None:
+def _generate_config(config: RunConfig, run_dir: Path):
     from apprentice.generate.config import GenerateConfig
-    from apprentice.generate.run import generate
 
     g = config.generate
-    result = generate(GenerateConfig(
+    return GenerateConfig(
         teacher=config.teacher.model, out=run_dir / "generate", num=g.num, seeds=g.seeds, strategy=g.strategy,
         api=g.api, seed=g.seed, concurrency=config.teacher.concurrency,
         prompts_per_request=config.teacher.prompts_per_request, max_requests=g.max_requests,
         price_in=g.price_in, price_out=g.price_out, threshold=g.threshold, filters=g.filters, outputs=g.outputs,
-        answer_max_tokens=g.answer_max_tokens, answer_temperature=g.answer_temperature,
-    ), console)
+        answer_max_tokens=g.answer_max_tokens, answer_temperature=g.answer_temperature, cache=run_dir / CALLS,
+    )
+
+
+def _generate_key(config: RunConfig) -> dict:
+    """What decides generate's requests (generate/config.py's PLAN_KEYS, the teacher by model, not URL), but not
+    its lookahead, which a run fixes when it starts."""
+    from apprentice.generate.config import PLAN_KEYS, resolve, to_json
+
+    resolved = to_json(resolve(_generate_config(config, Path("RUN"))))
+    return {key: resolved[key] for key in PLAN_KEYS if key != "window"}
+
+
+def _generate(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -> None:
+    from apprentice.generate.run import generate
+
+    g = config.generate
+    result = generate(_generate_config(config, run_dir), console)
     kept = result.stats.kept
     if kept == 0:
         raise UserError(f"the teacher produced no usable records in {run_dir / 'generate'} (see rejected.jsonl): "
@@ -88,8 +124,8 @@ def _train(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -
 
     out = run_dir / "student"
     resume = resuming and (out / "checkpoints").exists()
-    if not resume:
-        shutil.rmtree(out, ignore_errors=True)
+    if not resume and out.exists():  # interrupted before its first checkpoint: start over, keeping what was there
+        _move_aside(run_dir, "train", ("student",), console)
     settings = asdict(config.train)
     launch = settings.pop("launch")
     train_config = TrainConfig(**settings, data=str(run_dir / "generate" / "alpaca_data.json"), out=str(out),
@@ -119,38 +155,41 @@ def train_arguments(config) -> list[str]:
     return arguments
 
 
-def _eval_prompts(config: RunConfig, run_dir: Path) -> Path:
-    """Write the prompts both models answer (the first `limit` of the eval set) as Self-Instruct JSONL."""
+def _write_prompts(prompts, path: Path) -> Path:
+    """Evaluation prompts as Self-Instruct JSONL (what `apprentice answer --prompts` reads)."""
+    lines = [json.dumps({"id": p.id, "instruction": p.instruction, "instances": [{"input": p.input, "output": ""}]},
+                        ensure_ascii=False) for p in prompts]
+    write_text_atomic(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _references(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -> None:
+    """The answers training does not change: the teacher's (through the call record) and the untrained base's."""
+    from apprentice.evaluate.answer import AnswerConfig, answer
     from apprentice.evaluate.prompts import load_prompts
 
     prompts = load_prompts(config.eval.prompts)[: config.eval.limit]
-    path = run_dir / "eval_prompts.jsonl"
-    lines = [json.dumps({"id": p.id, "instruction": p.instruction, "instances": [{"input": p.input, "output": ""}]},
-                        ensure_ascii=False) for p in prompts]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
+    path = _write_prompts(prompts, run_dir / "eval_prompts.jsonl")
+    answers = run_dir / "answers"
+    common = dict(max_tokens=config.eval.max_tokens, batch_size=config.eval.batch_size,
+                  concurrency=config.teacher.concurrency)
+    console.rule("teacher answers")
+    answer(AnswerConfig(model=config.teacher.model, prompts=str(path), out=str(answers / "teacher.json"),
+                        generator=TEACHER, cache=str(run_dir / CALLS), **common), console)
+    if config.eval.before_after:
+        console.rule("base model answers (before training)")
+        few = _write_prompts(prompts[: config.eval.before_after], answers / "base_prompts.jsonl")
+        answer(AnswerConfig(model=config.train.base, prompts=str(few), out=str(answers / "base.json"),
+                            generator=BASE, base_template=True, **common), console)
 
 
 def _answer(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -> None:
     from apprentice.evaluate.answer import AnswerConfig, answer
 
-    prompts = _eval_prompts(config, run_dir)
-    answers = run_dir / "answers"
-    common = dict(max_tokens=config.eval.max_tokens, batch_size=config.eval.batch_size,
-                  concurrency=config.teacher.concurrency)
     console.rule("student answers")
-    answer(AnswerConfig(model=f"hf:{run_dir / 'student'}", prompts=str(prompts), out=str(answers / "student.json"),
-                        generator=STUDENT, **common), console)
-    console.rule("teacher answers")
-    answer(AnswerConfig(model=config.teacher.model, prompts=str(prompts), out=str(answers / "teacher.json"),
-                        generator=TEACHER, **common), console)
-    if config.eval.before_after:
-        console.rule("base model answers (before training)")
-        few = run_dir / "answers" / "base_prompts.jsonl"
-        few.write_text("".join(prompts.read_text(encoding="utf-8").splitlines(keepends=True)
-                               [: config.eval.before_after]), encoding="utf-8")
-        answer(AnswerConfig(model=config.train.base, prompts=str(few), out=str(answers / "base.json"),
-                            generator=BASE, base_template=True, **common), console)
+    answer(AnswerConfig(model=f"hf:{run_dir / 'student'}", prompts=str(run_dir / "eval_prompts.jsonl"),
+                        out=str(run_dir / "answers" / "student.json"), generator=STUDENT,
+                        max_tokens=config.eval.max_tokens, batch_size=config.eval.batch_size), console)
 
 
 def _fidelity(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -> None:
@@ -181,7 +220,7 @@ def _judge(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -
 
     judge_files(run_dir / "answers" / "student.json", run_dir / "answers" / "teacher.json", config.judge_model,
                 run_dir / "judge" / "annotations.json", orders=config.judge.orders, seed=config.judge.seed,
-                max_tokens=config.judge.max_tokens, console=console,
+                max_tokens=config.judge.max_tokens, console=console, cache=run_dir / CALLS,
                 options=BackendOptions(concurrency=config.teacher.concurrency, batch_size=config.eval.batch_size))
 
 
@@ -194,12 +233,19 @@ def _tally(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -
 
 
 def _annotate(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -> None:
-    from apprentice.annotate.store import create_db, import_pairs
+    from apprentice.annotate.store import create_db, import_pairs, move_aside, pairs_fingerprint, stored_fingerprint
     from apprentice.evaluate.outputs import join_outputs, load_outputs
 
     a, b = run_dir / "answers" / "student.json", run_dir / "answers" / "teacher.json"
-    db = create_db(run_dir / "votes.sqlite")
-    import_pairs(db, join_outputs(load_outputs(a), load_outputs(b), str(a), str(b)))
+    pairs = join_outputs(load_outputs(a), load_outputs(b), str(a), str(b))
+    votes = run_dir / "votes.sqlite"
+    earlier = stored_fingerprint(votes)
+    if earlier is not None and earlier != pairs_fingerprint(pairs):  # people voted on other answers: keep them
+        kept = run_dir / f"votes.{earlier[:12]}.sqlite"
+        move_aside(votes, kept)
+        console.print(f"the answers changed: the votes cast on the earlier ones are kept in {kept}", highlight=False)
+    db = create_db(votes)
+    import_pairs(db, pairs)
     db.close()
     console.print(f"human votes: apprentice annotate --a {a} --b {b} --db {run_dir / 'votes.sqlite'} "
                   f"--votes-per-item {config.annotate.votes_per_item}", highlight=False)
@@ -211,33 +257,70 @@ def _report(config: RunConfig, run_dir: Path, resuming: bool, console: Console) 
     console.print(f"report: {build_report(run_dir)}", highlight=False)
 
 
+def _eval_key(config: RunConfig) -> dict:
+    e = config.eval
+    return {"prompts_sha": _file_sha(e.prompts), "limit": e.limit, "max_tokens": e.max_tokens}
+
+
+def _model(spec: str) -> str:
+    from apprentice.models.spec import model_identity, parse_spec
+
+    return model_identity(parse_spec(spec))
+
+
+ANSWERS = ("answers/student.json", "answers/teacher.json")
 STAGES: tuple[Stage, ...] = (
-    Stage("generate", (), ("generate",),
-          lambda c: {"teacher": c.teacher.model, **asdict(c.generate), "seeds_sha": _file_sha(c.generate.seeds)},
-          _generate),
-    Stage("train", ("generate",), ("student",), lambda c: asdict(c.train), _train),
-    Stage("answer", ("train",), ("answers", "eval_prompts.jsonl"),
-          lambda c: {"teacher": c.teacher.model, "base": c.train.base, **asdict(c.eval),
-                     "prompts_sha": _file_sha(c.eval.prompts)}, _answer),
-    Stage("fidelity", ("answer",), ("fidelity.json",),
-          lambda c: {"batch_size": c.eval.batch_size, "max_len": c.train.max_len}, _fidelity),
-    Stage("judge", ("answer",), ("judge",), lambda c: {"judge": c.judge_model, **asdict(c.judge)}, _judge),
-    Stage("tally", ("judge",), ("tally.json",), lambda c: {}, _tally),
-    Stage("annotate", ("answer",), ("votes.sqlite",), lambda c: asdict(c.annotate) if c.annotate else {}, _annotate),
+    Stage("generate", (), ("generate",), _generate_key, _generate,
+          settings=lambda c: {"num": c.generate.num, "max_requests": c.generate.max_requests,
+                              "price_in": c.generate.price_in, "price_out": c.generate.price_out,
+                              "concurrency": c.teacher.concurrency,
+                              "prompts_per_request": c.teacher.prompts_per_request}),
+    Stage("train", ("generate/alpaca_data.json",), ("student",),
+          lambda c: {k: v for k, v in asdict(c.train).items() if k != "launch"}, _train),
+    Stage("references", (), ("answers/teacher.json", "answers/base.json", "answers/base_prompts.jsonl",
+                             "eval_prompts.jsonl"),
+          lambda c: {"teacher": _model(c.teacher.model), "base": c.train.base, "before_after": c.eval.before_after,
+                     **_eval_key(c)}, _references),
+    Stage("answer", ("student/apprentice.json", "eval_prompts.jsonl"), ("answers/student.json",),
+          lambda c: {"max_tokens": c.eval.max_tokens}, _answer),
+    Stage("fidelity", (*ANSWERS, "answers/base.json", "student/apprentice.json"), ("fidelity.json",),
+          lambda c: {"base": c.train.base, "max_len": c.train.max_len}, _fidelity),
+    Stage("judge", ANSWERS, ("judge",),
+          lambda c: {"judge": _model(c.judge_model), "orders": c.judge.orders, "seed": c.judge.seed,
+                     "max_tokens": c.judge.max_tokens}, _judge),
+    Stage("tally", ("judge/annotations.json",), ("tally.json",), _nothing, _tally),
+    # votes are never moved with the stage: _annotate keeps the database of earlier answers under its own name
+    Stage("annotate", ANSWERS, (), _nothing, _annotate,
+          settings=lambda c: asdict(c.annotate) if c.annotate else {}),
     # cheap, and it shows the human votes too, which arrive outside the pipeline: rebuilt on every run
-    Stage("report", ("generate", "train", "answer", "fidelity", "judge", "tally"), ("report.html",), lambda c: {}, _report,
-          always=True),
+    Stage("report", (), ("report.html",), _nothing, _report, always=True),
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 
 
-def stage_keys(config: RunConfig) -> dict[str, str]:
-    keys: dict[str, str] = {}
-    for stage in STAGES:
-        blob = json.dumps({"settings": stage.settings(config), "reads": [keys[r] for r in stage.reads]},
-                          sort_keys=True, default=_json_default)
-        keys[stage.name] = hashlib.sha256(blob.encode()).hexdigest()[:16]
-    return keys
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=_json_default).encode()).hexdigest()[:16]
+
+
+def stage_key(stage: Stage, config: RunConfig, run_dir: Path) -> str:
+    """The stage's settings that change its output and the content of the files it reads, hashed."""
+    inputs = {name: _file_sha(run_dir / name) if (run_dir / name).is_file() else None for name in stage.reads}
+    return _digest({"settings": stage.key(config), "reads": inputs})
+
+
+def _move_aside(run_dir: Path, stage: str, outputs: tuple[str, ...], console: Console) -> None:
+    """Move a stage's outputs to RUN/replaced/<time>-<stage>/ (what they cost is never thrown away)."""
+    present = [name for name in outputs if (run_dir / name).exists()]
+    if not present:
+        return
+    target = run_dir / REPLACED / f"{time.strftime('%Y%m%d-%H%M%S')}-{stage}"
+    while target.exists():
+        target = target.with_name(target.name + "+")
+    for name in present:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).rename(target / name)
+    console.print(f"[dim]{stage}: its settings or inputs changed; the earlier outputs are in "
+                  f"{target.relative_to(run_dir)}[/]")
 
 
 class RunState:
@@ -252,8 +335,8 @@ class RunState:
         except ValueError:
             raise UserError(f"{self.path} is not valid JSON: delete it to redo the whole run") from None
 
-    def set(self, name: str, key: str, status: str) -> None:
-        self.stages[name] = {"key": key, "status": status, "time": time.time()}
+    def set(self, name: str, key: str, settings: str, status: str) -> None:
+        self.stages[name] = {"key": key, "settings": settings, "status": status, "time": time.time()}
         write_json_atomic(self.path, {"stages": self.stages})
 
 
@@ -269,24 +352,39 @@ def run_pipeline(config: RunConfig, run_dir: Path, from_stage: str | None = None
 
 def _run_stages(config: RunConfig, run_dir: Path, from_stage: str | None, console: Console) -> Path:
     (run_dir / "run.toml").write_text(to_toml(config), encoding="utf-8")
+    _adopt_generate_cache(run_dir)
     state = RunState(run_dir)
-    keys = stage_keys(config)
     forced = STAGE_NAMES[STAGE_NAMES.index(from_stage):] if from_stage else ()
     for index, stage in enumerate(STAGES, 1):
         if stage.name == "annotate" and config.annotate is None:
             continue
+        key, settings = stage_key(stage, config, run_dir), _digest(stage.settings(config))
         saved = state.stages.get(stage.name, {})
-        same_key = saved.get("key") == keys[stage.name] and stage.name not in forced and not stage.always
-        if same_key and saved.get("status") == "done":
+        same_key = saved.get("key") == key and stage.name not in forced
+        if same_key and saved.get("status") == "done" and saved.get("settings") == settings and not stage.always:
             console.print(f"[dim]stage {index}/{len(STAGES)} {stage.name}: up to date, skipped[/]")
             continue
-        resuming = same_key and saved.get("status") == "started"
-        if not resuming:
-            for output in stage.outputs:
-                target = run_dir / output
-                shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-        console.rule(f"stage {index}/{len(STAGES)}: {stage.name}" + (" (resuming)" if resuming else ""))
-        state.set(stage.name, keys[stage.name], "started")
-        stage.run(config, run_dir, resuming, console)
-        state.set(stage.name, keys[stage.name], "done")
+        if not same_key:
+            _move_aside(run_dir, stage.name, stage.outputs, console)
+        continuing = same_key and saved.get("status") in ("started", "done")
+        console.rule(f"stage {index}/{len(STAGES)}: {stage.name}" + (" (continuing)" if continuing else ""))
+        state.set(stage.name, key, settings, "started")
+        stage.run(config, run_dir, continuing, console)
+        state.set(stage.name, key, settings, "done")
     return run_dir / "report.html"
+
+
+def _adopt_generate_cache(run_dir: Path) -> None:
+    """Runs made before RUN/calls.sqlite kept generate's calls in generate/requests.sqlite: start the shared record
+    from a copy of it, so those answers are not paid for again."""
+    import sqlite3
+
+    old, new = run_dir / "generate" / "requests.sqlite", run_dir / CALLS
+    if new.exists() or not old.is_file():
+        return
+    source, target = sqlite3.connect(old), sqlite3.connect(new)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
