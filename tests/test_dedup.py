@@ -121,6 +121,9 @@ def test_cli_real_seed_tasks_dedup_against_themselves(shared_data, tmp_path):
     ("emptylist.json", "[]", "emptylist.json: no records"),
     ("object.json", '{"instruction": "a",\n "input": ""}', "one JSON value (an object) over several lines"),
     ("latin1.jsonl", b'{"instruction": "caf\xe9"}\n', "latin1.jsonl:1: not UTF-8"),
+    ("nan.jsonl", '{"instruction": "ok one two"}\n{"instruction": "x y z w", "score": NaN}\n',
+     "nan.jsonl:2: invalid JSON (NaN is not a JSON value"),
+    ("inf.json", '[{"instruction": "ok one two", "score": -Infinity}]', "inf.json: invalid JSON (-Infinity is not"),
 ])
 def test_cli_bad_input_is_one_line_exit_2_nothing_written(tmp_path, name, content, message):
     path = tmp_path / name

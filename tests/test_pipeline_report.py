@@ -102,7 +102,8 @@ def test_every_section_shows_the_runs_numbers(full_run):
     fidelity = json.loads((full_run / "fidelity.json").read_text())
     base, student = (a["measures"] for a in fidelity["answers"])
     teacher = fidelity["answers"][1]["teacher"]
-    closed = (student["median_words"] - base["median_words"]) / (teacher["median_words"] - base["median_words"])
+    closed = 1 - abs(student["median_words"] - teacher["median_words"]) / abs(base["median_words"] -
+                                                                               teacher["median_words"])
     assert (base["median_words"], student["median_words"], teacher["median_words"]) == (101, 6.0, 16.5)
     assert f"median length (words) 101 6.0 16.5 {100 * closed:.0f}%" in clone
     assert "base 3, student 10" in clone

@@ -135,8 +135,9 @@ def test_clip():
 
 
 @pytest.mark.parametrize("base, student, teacher, closed", [
-    (0.0, 0.5, 1.0, 0.5), (10.0, 10.0, 2.0, 0.0), (10.0, 1.0, 2.0, 1.125), (0.2, 0.1, 0.6, -0.25),
-    (0.5, 0.7, 0.5, None), (None, 0.5, 1.0, None), (0.0, None, 1.0, None),
+    (0.0, 0.5, 1.0, 0.5), (10.0, 10.0, 2.0, 0.0), (10.0, 1.0, 2.0, 0.875), (0.2, 0.1, 0.6, -0.25),
+    (96.0, 42.5, 78.0, 1 - 35.5 / 18), (1.0, 1.0, 1.0, None), (0.5, 0.7, 0.5, None), (None, 0.5, 1.0, None),
+    (0.0, None, 1.0, None),
 ])
 def test_gap_closed(base, student, teacher, closed):
     assert facts.gap_closed(base, student, teacher) == (pytest.approx(closed) if closed is not None else None)

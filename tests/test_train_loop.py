@@ -216,3 +216,16 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tiny_base_model_dir, tm
     assert code == 2
     assert message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_hub_id_that_cannot_be_loaded_is_one_line(tmp_path):
+    import os
+    import subprocess
+
+    data = _write(tmp_path / "d.json", LEARN)
+    proc = subprocess.run([sys.executable, "-m", "apprentice", "train", "--base", "hf:no-such-org/no-such-model",
+                           "--data", str(data), "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fails at once, as offline does
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "cannot load model hf:no-such-org/no-such-model" in proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -83,6 +83,19 @@ def decode_text(path: Path, data: bytes) -> str:
         raise UserError(f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8") from None
 
 
+class _NotJson(ValueError):
+    """NaN or Infinity: Python's json reads them, but they are not JSON, and strict readers refuse a file holding
+    them; refusing them on the way in keeps them out of every file apprentice writes."""
+
+
+def _no_constant(name: str) -> float:
+    raise _NotJson(f"{name} is not a JSON value; write null or a number")
+
+
+def _loads(text: str) -> object:
+    return json.loads(text, parse_constant=_no_constant)
+
+
 def parse_jsonl(path: Path, text: str) -> list[tuple[Where, object]]:
     """One parsed value per non-blank line, with its line number."""
     records = []
@@ -91,18 +104,22 @@ def parse_jsonl(path: Path, text: str) -> list[tuple[Where, object]]:
         if not line.strip():
             continue
         try:
-            records.append((Where(path, line=number), json.loads(line)))
+            records.append((Where(path, line=number), _loads(line)))
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        except _NotJson as exc:
+            raise UserError(f"{path}:{number}: invalid JSON ({exc})") from None
     return records
 
 
 def parse_json_list(path: Path, text: str) -> list[tuple[Where, object]]:
     """The items of a file holding one JSON list, with their indexes."""
     try:
-        data = json.loads(text)
+        data = _loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+    except _NotJson as exc:
+        raise UserError(f"{path}: invalid JSON ({exc})") from None
     if not isinstance(data, list):
         raise UserError(f"{path}: expected a JSON list of objects, got {describe(data)}")
     return [(Where(path, item=index), value) for index, value in enumerate(data)]

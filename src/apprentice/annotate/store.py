@@ -26,7 +26,7 @@ import json
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +34,7 @@ from pathlib import Path
 
 from apprentice.errors import UserError
 from apprentice.evaluate.outputs import Pair
+from apprentice.sqlitedb import Migration, apply_migrations, use_wal
 
 BUSY_TIMEOUT_MS = 10_000
 # An item shown to an annotator is reserved for them this long; after that an abandoned page stops blocking others.
@@ -119,14 +120,14 @@ def _m001_initial(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO meta (key, value) VALUES ('secret', ?)", (secrets.token_hex(32),))
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_m001_initial,)
+MIGRATIONS: tuple[Migration, ...] = (("m001_initial", _m001_initial),)
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
     """Open an existing votes database with the settings every connection needs (one connection per thread)."""
     db = sqlite3.connect(str(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
     db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode=WAL")
+    use_wal(db)
     db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     db.execute("PRAGMA foreign_keys=ON")
     db.execute("PRAGMA synchronous=FULL")
@@ -140,14 +141,7 @@ def create_db(path: str | Path) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise UserError(f"{path}: cannot open as a SQLite database ({exc})") from None
     try:
-        with _write(db):
-            db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-            done = {row["name"] for row in db.execute("SELECT name FROM migrations")}
-            for migration in MIGRATIONS:
-                name = migration.__name__.lstrip("_")
-                if name not in done:
-                    migration(db)
-                    db.execute("INSERT INTO migrations (name, applied_at) VALUES (?, ?)", (name, _now()))
+        apply_migrations(db, MIGRATIONS, applied_column="applied_at", now=_now)
     except sqlite3.DatabaseError as exc:
         db.close()
         raise UserError(f"{path}: not a votes database ({exc})") from None

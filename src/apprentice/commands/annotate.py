@@ -8,10 +8,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
-import tempfile
 from pathlib import Path
 
 import typer
@@ -113,16 +110,10 @@ def export(
     """Write every vote as an AlpacaEval annotation (output_1 = A, preference 1, 2, or 1.5 for a tie)."""
     from apprentice.annotate import store
 
+    from apprentice.jsonfile import write_json_atomic
+
     annotations = store.load_annotations(db)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(annotations, f, ensure_ascii=False, indent=1)
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_json_atomic(out, annotations)
     console.print(f"{out}: {len(annotations)} annotations")
 
 

@@ -28,11 +28,15 @@ def answer(
     cache: str = typer.Option(
         None, "--cache", help="openai: specs: a call record (SQLite, e.g. the one `apprentice generate` or `judge` "
         "keeps); answers already in it are not paid for again."),
+    timeout: float = typer.Option(D.timeout, help="openai: specs: seconds to wait for one answer before retrying."),
+    max_retries: int = typer.Option(
+        D.max_retries, help="openai: specs: retries after the first try on 429, 5xx, timeouts and dropped connections."),
 ) -> None:
     """Answer evaluation prompts; a model trained by apprentice is asked with the template it was trained on."""
     run_answer(AnswerConfig(
         model=model, prompts=prompts, out=out, max_tokens=max_tokens, temperature=temperature, batch_size=batch_size,
-        concurrency=concurrency, generator=generator, base_template=base_template, cache=cache,
+        concurrency=concurrency, generator=generator, base_template=base_template, cache=cache, timeout=timeout,
+        max_retries=max_retries,
     ))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from apprentice.models.spec import SPEC_HELP
+from apprentice.models.spec import SPEC_HELP, BackendOptions
 
 console = Console()
 
@@ -51,6 +51,11 @@ def generate(
         None, "--max-requests",
         help="Stop after this many requests even short of --num (default: max(50, 10 x num)); a teacher whose "
              "answers are all rejected cannot loop forever."),
+    timeout: float = typer.Option(
+        BackendOptions.timeout, "--timeout", help="HTTP teachers: seconds to wait for one answer before retrying."),
+    max_retries: int = typer.Option(
+        BackendOptions.max_retries, "--max-retries",
+        help="HTTP teachers: retries after the first try on 429, 5xx, timeouts and dropped connections."),
     price_in: float = typer.Option(0.0, "--price-in", help="USD per million prompt tokens, for the cost estimate."),
     price_out: float = typer.Option(0.0, "--price-out", help="USD per million completion tokens."),
     cache: Path = typer.Option(
@@ -77,6 +82,7 @@ def generate(
     config = GenerateConfig(
         teacher=teacher, out=out, num=num, seeds=seeds, strategy=strategy, api=api, seed=seed,
         concurrency=concurrency, prompts_per_request=prompts_per_request, max_requests=max_requests,
+        timeout=timeout, max_retries=max_retries,
         price_in=price_in, price_out=price_out, cache=cache, outputs=outputs, answer_max_tokens=answer_max_tokens,
         answer_temperature=answer_temperature,
         threshold=threshold,

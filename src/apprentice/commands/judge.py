@@ -35,12 +35,18 @@ def judge(
     concurrency: int = typer.Option(8, min=1, help="HTTP judges: requests in flight at once."),
     batch_size: int = typer.Option(8, min=1, help="Local judges: prompts generated together."),
     device: str = typer.Option(None, help="Local judges: torch device (default: cuda when available, else cpu)."),
+    timeout: float = typer.Option(BackendOptions.timeout, help="HTTP judges: seconds to wait for one answer before "
+                                                               "retrying."),
+    max_retries: int = typer.Option(BackendOptions.max_retries,
+                                    help="HTTP judges: retries after the first try on 429, 5xx, timeouts and dropped "
+                                         "connections."),
 ) -> None:
     """Ask an LLM judge which of two models' outputs is better for each instruction; write AlpacaEval annotations."""
     from apprentice.evaluate.judge import judge_files
 
     judge_files(a, b, judge_spec, out, orders=orders, seed=seed, max_tokens=max_tokens, cache=cache, limit=limit,
-                options=BackendOptions(concurrency=concurrency, batch_size=batch_size, device=device),
+                options=BackendOptions(concurrency=concurrency, batch_size=batch_size, device=device,
+                                       timeout=timeout, max_retries=max_retries),
                 console=console)
 
 

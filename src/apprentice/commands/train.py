@@ -37,6 +37,7 @@ def train(
     warmup_ratio: float = typer.Option(
         D.warmup_ratio, help="Share of steps with linear warmup before the cosine decay."),
     weight_decay: float = typer.Option(D.weight_decay, help="AdamW weight decay."),
+    grad_clip: float = typer.Option(D.grad_clip, help="Clip the gradient norm to this before each step."),
     seed: int = typer.Option(D.seed, help="Seed for the batch order and LoRA initialisation."),
     save_every: int = typer.Option(
         D.save_every, help="Steps between checkpoints (one is written at the end too); 0 = end only."),
@@ -53,7 +54,7 @@ def train(
         base=base, data=data, out=out, template=template, lora=lora, lora_rank=lora_rank, lora_alpha=lora_alpha,
         lora_dropout=lora_dropout, lora_targets=lora_targets, merge=merge, lr=lr, epochs=epochs, max_steps=max_steps,
         max_len=max_len, token_budget=token_budget, micro_budget=micro_budget, warmup_ratio=warmup_ratio,
-        weight_decay=weight_decay, seed=seed, save_every=save_every, resume=resume,
+        weight_decay=weight_decay, grad_clip=grad_clip, seed=seed, save_every=save_every, resume=resume,
         gradient_checkpointing=gradient_checkpointing, compile=compile, precision=precision, cpu=cpu,
     ))
 

@@ -47,6 +47,8 @@ class AnswerConfig:
     base_template: bool = False  # use the Alpaca template even when the model has a chat template
     # call record (SQLite) for served models: an answer already paid for comes from it, whatever else changed
     cache: str | None = None
+    timeout: float = BackendOptions.timeout  # openai: seconds per request before it is retried
+    max_retries: int = BackendOptions.max_retries  # openai: retries on 429/5xx/timeouts/dropped connections
 
 
 @dataclass(frozen=True)
@@ -70,10 +72,10 @@ def choose_style(spec: ModelSpec, base_template: bool) -> PromptStyle:
     """Pick the prompt style from the model's files (tokenizer and apprentice.json only; no weights are loaded)."""
     if not spec.is_local:
         return PromptStyle(chat=True, why="served model: chat messages")
-    from transformers import AutoTokenizer
+    from apprentice.models.local import load_tokenizer
 
     model_dir = local_model_dir(spec)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(model_dir, str(spec))
     template = saved_template(model_dir, tokenizer)
     if template is not None:
         return PromptStyle(chat=template.kind == "chat", template=template, why=f"trained template ({template.kind})")
@@ -170,7 +172,8 @@ def _generate(config: AnswerConfig, spec: ModelSpec, style: PromptStyle, todo: S
     from apprentice.models import load_model
 
     requests = [style.request(p, config.max_tokens, config.temperature) for p in todo]
-    model = load_model(spec, BackendOptions(concurrency=config.concurrency, batch_size=config.batch_size))
+    model = load_model(spec, BackendOptions(concurrency=config.concurrency, batch_size=config.batch_size,
+                                            timeout=config.timeout, max_retries=config.max_retries))
     if config.cache and not spec.is_local:  # a local model's directory may be retrained in place: never cached
         from apprentice.models.record import RecordedModel
 

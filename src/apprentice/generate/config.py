@@ -21,7 +21,7 @@ from apprentice.errors import UserError
 from apprentice.generate.filters import FilterConfig
 from apprentice.generate.loop import ALPACA, INLINE_OUTPUTS, OUTPUT_SOURCES, SELF_INSTRUCT, STRATEGIES, \
     TEACHER_OUTPUTS, Plan
-from apprentice.models.spec import ModelSpec, local_model_dir, model_identity, parse_spec
+from apprentice.models.spec import BackendOptions, ModelSpec, local_model_dir, model_identity, parse_spec
 
 CHAT, COMPLETION = "chat", "completion"
 # Settings that decide which requests a run sends: a resumed run must keep them.
@@ -43,6 +43,8 @@ class GenerateConfig:
     concurrency: int = 8  # requests in flight (HTTP) or generated together (local)
     prompts_per_request: int = 1  # HTTP completion API: prompts sent together in one request (Alpaca sent 5)
     max_requests: int | None = None  # stop after this many requests; None: max(50, 10 * num)
+    timeout: float = BackendOptions.timeout  # HTTP teachers: seconds per request before it is retried
+    max_retries: int = BackendOptions.max_retries  # HTTP teachers: tries after the first on 429/5xx/timeouts
     price_in: float = 0.0  # USD per million prompt tokens, for the cost estimate
     price_out: float = 0.0  # USD per million completion tokens
     cache: Path | None = None  # response cache (SQLite); None: OUT/requests.sqlite
@@ -78,6 +80,10 @@ def resolve(config: GenerateConfig) -> GenerateConfig:
         raise UserError(f"--answer-max-tokens must be at least 1, got {config.answer_max_tokens}")
     if config.answer_temperature < 0:
         raise UserError(f"--answer-temperature must not be negative, got {config.answer_temperature}")
+    if config.timeout <= 0:
+        raise UserError(f"--timeout must be more than 0 seconds, got {config.timeout}")
+    if config.max_retries < 0:
+        raise UserError(f"--max-retries must be 0 or more, got {config.max_retries}")
     if config.max_requests is not None and config.max_requests < 1:
         raise UserError(f"--max-requests must be at least 1, got {config.max_requests}")
     spec = parse_spec(config.teacher)

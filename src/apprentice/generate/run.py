@@ -141,7 +141,8 @@ def _generate_locked(config: GenerateConfig, saved: dict | None, current: dict, 
         if len(existing) < config.num:
             spec = parse_spec(config.teacher)
             model = load_model(spec, BackendOptions(concurrency=config.concurrency, batch_size=config.concurrency,
-                                                    prompts_per_request=config.prompts_per_request))
+                                                    prompts_per_request=config.prompts_per_request,
+                                                    timeout=config.timeout, max_retries=config.max_retries))
             try:
                 try:
                     status = _run(model, config, seeds, stats, existing, len(rejected), segment, console)

@@ -43,6 +43,17 @@ class PresencePenalty:
         return scores - self.penalty * seen
 
 
+def load_tokenizer(path: str, spec: str):
+    """The tokenizer of a model directory or hub id; one that is neither (an id the hub does not know, or no
+    network) is a UserError naming the spec, not transformers' traceback."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load model {spec}: {str(exc).splitlines()[0]}") from exc
+
+
 def pick_device(requested: str | None) -> str:
     import torch
 
@@ -75,15 +86,15 @@ class LocalModel(Model):
     @classmethod
     def from_dir(cls, path: str, spec: str, options: BackendOptions | None = None) -> LocalModel:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # our own progress display is enough; loads take a second
         options = options or BackendOptions()
         device = pick_device(options.device)
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        tokenizer = load_tokenizer(path, spec)
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path)
             if (Path(path) / "adapter_config.json").exists():
                 from peft import AutoPeftModelForCausalLM
 

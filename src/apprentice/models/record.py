@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from apprentice.models.base import Completion, Model, Request
+from apprentice.sqlitedb import Migration, apply_migrations, use_wal
 
 
 def _create_calls(db: sqlite3.Connection) -> None:
@@ -33,7 +34,7 @@ def _create_calls(db: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
+MIGRATIONS: list[Migration] = [
     ("001_create_calls", _create_calls),
 ]
 
@@ -41,24 +42,9 @@ MIGRATIONS: list[tuple[str, Callable[[sqlite3.Connection], None]]] = [
 def open_db(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=30)
-    db.execute("PRAGMA journal_mode=WAL")
+    use_wal(db)
     db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("CREATE TABLE IF NOT EXISTS migrations (name TEXT PRIMARY KEY, applied REAL NOT NULL)")
-    # several threads or processes may open a new file at once: take the write lock before looking, so each
-    # migration runs exactly once
-    db.isolation_level = None
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        done = {row[0] for row in db.execute("SELECT name FROM migrations")}
-        for name, migrate in MIGRATIONS:
-            if name not in done:
-                migrate(db)
-                db.execute("INSERT INTO migrations VALUES (?, ?)", (name, time.time()))
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.isolation_level = ""
+    apply_migrations(db, MIGRATIONS, applied_column="applied", now=time.time)
     return db
 
 

@@ -4,7 +4,7 @@ Each section maps onto one stage's settings; keys are the stage's own option nam
 line and a command-line option mean the same thing. The whole file is checked before anything runs: an unknown
 section or key, a wrong type, a bad model spec or a missing file is one error naming the key.
 
-    [teacher]   model, concurrency, batch_size, ...     who writes the data (and, by default, judges)
+    [teacher]   model, concurrency, ...                 who writes the data (and, by default, judges)
     [generate]  num, strategy, seeds, seed, ...          apprentice generate options
     [train]     base, lora, epochs, max_steps, lr, ...   apprentice train options
     [eval]      prompts, limit, max_tokens, before_after which prompts both models answer
@@ -23,15 +23,16 @@ from typing import Any
 
 from apprentice.errors import UserError
 from apprentice.generate.filters import FilterConfig
-from apprentice.models.spec import parse_spec
+from apprentice.models.spec import BackendOptions, parse_spec
 
 
 @dataclass
 class TeacherSection:
     model: str  # model spec of the teacher: writes the data and answers the eval prompts
-    concurrency: int = 8  # HTTP teachers: requests in flight
-    batch_size: int = 16  # local teachers: prompts generated together
+    concurrency: int = 8  # HTTP teachers: requests in flight; local teachers: prompts generated together
     prompts_per_request: int = 1  # HTTP teachers, completion API: prompts sent in one generate request
+    timeout: float = BackendOptions.timeout  # HTTP teachers: seconds per request before it is retried
+    max_retries: int = BackendOptions.max_retries  # HTTP teachers: retries on 429/5xx/timeouts/dropped connections
 
 
 @dataclass
@@ -39,7 +40,7 @@ class GenerateSection:
     num: int = 100  # records to keep
     seeds: Path | None = None  # Self-Instruct JSONL; none: the seed tasks shipped with apprentice
     strategy: str | None = None  # alpaca | self-instruct; none: self-instruct for chat teachers
-    api: str | None = None  # chat | completion; none: chat when the teacher has a chat template
+    api: str | None = None  # chat | completion; none: chat for openai: teachers, completion for local ones
     seed: int = 0
     max_requests: int | None = None  # safety cap on teacher requests; none: max(50, 10 * num)
     price_in: float = 0.0  # USD per million prompt tokens
@@ -69,11 +70,13 @@ class TrainSection:
     micro_budget: int | None = None
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
+    grad_clip: float = 1.0
     seed: int = 42
     save_every: int = 200
     gradient_checkpointing: bool = False
     compile: bool = False
     precision: str = "auto"
+    cpu: bool = False  # train on the CPU even when a GPU is present
     # run training as a separate multi-process job: a launcher prefix such as "torchrun --nproc_per_node 8" or
     # "accelerate launch --config_file examples/accelerate_fsdp.yaml"; none trains in this process
     launch: str | None = None
@@ -84,6 +87,7 @@ class EvalSection:
     prompts: Path | None = None  # evaluation prompts; none: the set shipped with apprentice
     limit: int | None = None  # answer only the first N prompts (a quick run)
     max_tokens: int = 256  # most tokens per answer
+    temperature: float = 0.0  # 0 = greedy
     before_after: int = 4  # prompts the untrained base model also answers, for the report's before/after check
     batch_size: int = 16  # local models: prompts generated together
 
@@ -94,6 +98,8 @@ class JudgeSection:
     orders: int = 2  # 2: both orders, disagreement is a tie; 1: one seeded random order
     seed: int = 0
     max_tokens: int = 16
+    timeout: float = BackendOptions.timeout  # HTTP judges: seconds per request before it is retried
+    max_retries: int = BackendOptions.max_retries  # HTTP judges: retries on 429/5xx/timeouts/dropped connections
 
 
 @dataclass

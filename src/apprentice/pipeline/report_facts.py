@@ -198,11 +198,13 @@ CLONE_MEASURES = (
 
 
 def gap_closed(base: float | None, student: float | None, teacher: float | None) -> float | None:
-    """The share of the base-to-teacher distance the student covered: 0 = where the base was, 1 = at the teacher,
-    negative = further away; None when a value is missing or base and teacher already agree."""
+    """The share of the base model's distance to the teacher that the student closed: 1 - |student - teacher| /
+    |base - teacher|. 1 = at the teacher, 0 = as far as the base was, negative = further away than the base, on
+    either side (a student that overshoots the teacher is as far from it as one that falls short); None when a
+    value is missing or base and teacher already agree."""
     if base is None or student is None or teacher is None or math.isclose(base, teacher, abs_tol=1e-9):
         return None
-    return (student - base) / (teacher - base)
+    return 1 - abs(student - teacher) / abs(base - teacher)
 
 
 def clone_rows(fidelity: dict[str, Any]) -> dict[str, Any]:

@@ -126,21 +126,23 @@ def verdict_bar(wins: int, ties: int, losses: int, failed: int) -> str:
 
 
 def gap_closed(rows: Sequence[tuple[str, float]]) -> str:
-    """One bar per measure: the share of the base-to-teacher distance the student covered (0 = the base, 100% = the
-    teacher), with both ends marked; bars past either end are drawn to the edge and labelled with their value."""
+    """One bar per measure: the share of the base model's distance to the teacher that the student closed (0 = as
+    far as the base, 100% = at the teacher), both ends marked; a bar below -50% is drawn to the edge and labelled
+    with its value. Green: closer than the base; red: further away."""
     figure, axes = _figure(max(1.4, 0.34 * len(rows) + 0.8))
     positions = range(len(rows))
     values = [100 * value for _, value in rows]
-    shown = [min(max(v, -50.0), 150.0) for v in values]
-    colors = [WIN if 0 <= v <= 150 else LOSS for v in values]
-    drawn = axes.barh(positions, shown, color=colors, height=0.6)
-    axes.bar_label(drawn, labels=[f"{v:.0f}%" for v in values], fontsize=8, padding=2)
+    shown = [max(v, -50.0) for v in values]
+    colors = [WIN if v > 0 else LOSS for v in values]
+    axes.barh(positions, shown, color=colors, height=0.6)
+    for position, value, drawn_to in zip(positions, values, shown):  # right of the bar, or of 0 for a negative one
+        axes.text(max(drawn_to, 0) + 2, position, f"{value:.0f}%", fontsize=8, va="center")
     axes.set_yticks(list(positions), [label for label, _ in rows], fontsize=8)
     axes.invert_yaxis()
     for x, name in ((0, "base"), (100, "teacher")):
         axes.axvline(x, color=BASE if x == 0 else TEACHER, linewidth=1, linestyle="--")
         axes.text(x, -0.75, name, fontsize=8, ha="center", va="bottom", color=BASE if x == 0 else TEACHER)
-    axes.set_xlim(-55, 165)
-    axes.set_xlabel("share of the base-to-teacher gap the student closed (%)", fontsize=9)
+    axes.set_xlim(-55, 120)
+    axes.set_xlabel("share of the base model's distance to the teacher the student closed (%)", fontsize=9)
     return _uri(figure)
 

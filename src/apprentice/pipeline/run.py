@@ -91,6 +91,7 @@ def _generate_config(config: RunConfig, run_dir: Path):
         teacher=config.teacher.model, out=run_dir / "generate", num=g.num, seeds=g.seeds, strategy=g.strategy,
         api=g.api, seed=g.seed, concurrency=config.teacher.concurrency,
         prompts_per_request=config.teacher.prompts_per_request, max_requests=g.max_requests,
+        timeout=config.teacher.timeout, max_retries=config.teacher.max_retries,
         price_in=g.price_in, price_out=g.price_out, threshold=g.threshold, filters=g.filters, outputs=g.outputs,
         answer_max_tokens=g.answer_max_tokens, answer_temperature=g.answer_temperature, cache=run_dir / CALLS,
     )
@@ -171,8 +172,9 @@ def _references(config: RunConfig, run_dir: Path, resuming: bool, console: Conso
     prompts = load_prompts(config.eval.prompts)[: config.eval.limit]
     path = _write_prompts(prompts, run_dir / "eval_prompts.jsonl")
     answers = run_dir / "answers"
-    common = dict(max_tokens=config.eval.max_tokens, batch_size=config.eval.batch_size,
-                  concurrency=config.teacher.concurrency)
+    common = dict(max_tokens=config.eval.max_tokens, temperature=config.eval.temperature,
+                  batch_size=config.eval.batch_size, concurrency=config.teacher.concurrency,
+                  timeout=config.teacher.timeout, max_retries=config.teacher.max_retries)
     console.rule("teacher answers")
     answer(AnswerConfig(model=config.teacher.model, prompts=str(path), out=str(answers / "teacher.json"),
                         generator=TEACHER, cache=str(run_dir / CALLS), **common), console)
@@ -189,7 +191,8 @@ def _answer(config: RunConfig, run_dir: Path, resuming: bool, console: Console) 
     console.rule("student answers")
     answer(AnswerConfig(model=f"hf:{run_dir / 'student'}", prompts=str(run_dir / "eval_prompts.jsonl"),
                         out=str(run_dir / "answers" / "student.json"), generator=STUDENT,
-                        max_tokens=config.eval.max_tokens, batch_size=config.eval.batch_size), console)
+                        max_tokens=config.eval.max_tokens, temperature=config.eval.temperature,
+                        batch_size=config.eval.batch_size), console)
 
 
 def _fidelity(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -> None:
@@ -221,7 +224,8 @@ def _judge(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -
     judge_files(run_dir / "answers" / "student.json", run_dir / "answers" / "teacher.json", config.judge_model,
                 run_dir / "judge" / "annotations.json", orders=config.judge.orders, seed=config.judge.seed,
                 max_tokens=config.judge.max_tokens, console=console, cache=run_dir / CALLS,
-                options=BackendOptions(concurrency=config.teacher.concurrency, batch_size=config.eval.batch_size))
+                options=BackendOptions(concurrency=config.teacher.concurrency, batch_size=config.eval.batch_size,
+                                       timeout=config.judge.timeout, max_retries=config.judge.max_retries))
 
 
 def _tally(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -> None:
@@ -259,7 +263,8 @@ def _report(config: RunConfig, run_dir: Path, resuming: bool, console: Console) 
 
 def _eval_key(config: RunConfig) -> dict:
     e = config.eval
-    return {"prompts_sha": _file_sha(e.prompts), "limit": e.limit, "max_tokens": e.max_tokens}
+    return {"prompts_sha": _file_sha(e.prompts), "limit": e.limit, "max_tokens": e.max_tokens,
+            "temperature": e.temperature}
 
 
 def _model(spec: str) -> str:
@@ -282,7 +287,7 @@ STAGES: tuple[Stage, ...] = (
           lambda c: {"teacher": _model(c.teacher.model), "base": c.train.base, "before_after": c.eval.before_after,
                      **_eval_key(c)}, _references),
     Stage("answer", ("student/apprentice.json", "eval_prompts.jsonl"), ("answers/student.json",),
-          lambda c: {"max_tokens": c.eval.max_tokens}, _answer),
+          lambda c: {"max_tokens": c.eval.max_tokens, "temperature": c.eval.temperature}, _answer),
     Stage("fidelity", (*ANSWERS, "answers/base.json", "student/apprentice.json"), ("fidelity.json",),
           lambda c: {"base": c.train.base, "max_len": c.train.max_len}, _fidelity),
     Stage("judge", ANSWERS, ("judge",),

@@ -269,10 +269,10 @@ def train(config: TrainConfig, console: Console | None = None, stop_after: int |
     examples = load_examples(config.data)
     # a template file is checked now: finding the base's tokenizer may first convert a GGUF model (a minute)
     custom = None if config.template in ("alpaca", "chat") else load_template_file(config.template)
-    from transformers import AutoTokenizer
+    from apprentice.models.local import load_tokenizer
 
     model_dir = local_model_dir(spec)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(model_dir, str(spec))
     template = custom or resolve_template(config.template, tokenizer)
     data = tokenize(examples, template, tokenizer, config.max_len)
     if not data.sequences:
