@@ -58,6 +58,11 @@ def generate(
         help="HTTP teachers: retries after the first try on 429, 5xx, timeouts and dropped connections."),
     price_in: float = typer.Option(0.0, "--price-in", help="USD per million prompt tokens, for the cost estimate."),
     price_out: float = typer.Option(0.0, "--price-out", help="USD per million completion tokens."),
+    max_cost: float = typer.Option(
+        None, "--max-cost",
+        help="USD: never pay the teacher more than this in all (with --price-in/--price-out). A request is sent only "
+             "if what was paid plus the worst case of every request in flight stays within it; when it binds, the "
+             "run stops with what it kept, and a rerun with a higher cap goes on."),
     cache: Path = typer.Option(
         None, "--cache", help="Response cache, SQLite (default: OUT/requests.sqlite); answered requests are free."),
     threshold: float = typer.Option(
@@ -83,7 +88,7 @@ def generate(
         teacher=teacher, out=out, num=num, seeds=seeds, strategy=strategy, api=api, seed=seed,
         concurrency=concurrency, prompts_per_request=prompts_per_request, max_requests=max_requests,
         timeout=timeout, max_retries=max_retries,
-        price_in=price_in, price_out=price_out, cache=cache, outputs=outputs, answer_max_tokens=answer_max_tokens,
+        price_in=price_in, price_out=price_out, max_cost=max_cost, cache=cache, outputs=outputs, answer_max_tokens=answer_max_tokens,
         answer_temperature=answer_temperature,
         threshold=threshold,
         filters=FilterConfig(min_words=min_words, max_words=max_words, loop_max_compression=loop_compression,
@@ -94,6 +99,12 @@ def generate(
     if result.resumed_from:
         how = "replayed from the response cache" if result.replayed else "continued with a fresh plan"
         console.print(f"resumed: {result.resumed_from} records were already in {out / 'data.jsonl'} ({how})")
+    if result.status == "cost_capped":
+        console.print(
+            f"[bold red]stopped:[/] the next request could pass --max-cost ${max_cost:g} (paid so far "
+            f"${result.paid_usd:.4f}); kept {result.stats.kept} of {num} records. Rerun with a higher --max-cost to "
+            "go on.")
+        raise typer.Exit(1)
     if result.status == "capped":
         reasons = ", ".join(f"{reason} {count}" for reason, count in result.stats.rejected.most_common(3))
         console.print(

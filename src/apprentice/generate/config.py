@@ -47,6 +47,7 @@ class GenerateConfig:
     max_retries: int = BackendOptions.max_retries  # HTTP teachers: tries after the first on 429/5xx/timeouts
     price_in: float = 0.0  # USD per million prompt tokens, for the cost estimate
     price_out: float = 0.0  # USD per million completion tokens
+    max_cost: float | None = None  # USD: never pay the teacher more than this in all (worst case counted; needs prices)
     cache: Path | None = None  # response cache (SQLite); None: OUT/requests.sqlite
     threshold: float = 0.7  # ROUGE-L F above this against a seed or kept instruction: near duplicate
     filters: FilterConfig = field(default_factory=FilterConfig)
@@ -68,6 +69,9 @@ def resolve(config: GenerateConfig) -> GenerateConfig:
         raise UserError(f"--threshold must be between 0 and 1, got {config.threshold}")
     if config.price_in < 0 or config.price_out < 0:
         raise UserError("--price-in and --price-out must not be negative")
+    if config.max_cost is not None and (config.max_cost < 0 or not (config.price_in or config.price_out)):
+        raise UserError("--max-cost needs the teacher's prices (--price-in, --price-out, USD per million tokens) and "
+                        "must not be negative")
     if config.strategy is not None and config.strategy not in STRATEGIES:
         raise UserError(f"unknown --strategy {config.strategy!r}: choose {' or '.join(STRATEGIES)}")
     if config.api is not None and config.api not in (CHAT, COMPLETION):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from apprentice.errors import UserError
 from apprentice.generate import store
+from apprentice.generate.budget import Budget
 from apprentice.generate.config import GenerateConfig, check_resumable, plan_of, resolve, to_json
 from apprentice.generate.dispatch import Dispatcher
 from apprentice.generate.loop import Generation, Outcome
@@ -46,11 +47,12 @@ _IDENTITY = ("instruction", "input", "output")
 
 @dataclass
 class RunResult:
-    status: str  # "done" (reached --num) or "capped" (stopped at --max-requests)
+    status: str  # "done" (reached --num), "capped" (stopped at --max-requests) or "cost_capped" (at --max-cost)
     stats: RunStats
     config: GenerateConfig
     resumed_from: int  # records data.jsonl held before this invocation
     replayed: bool  # False when the cache could not replay the earlier records and the run continued from them
+    paid_usd: float = 0.0  # with --max-cost: what the teacher has been paid in all (earlier invocations included)
 
 
 class _Diverged(Exception):
@@ -157,7 +159,19 @@ def _generate_locked(config: GenerateConfig, saved: dict | None, current: dict, 
     finally:  # also after Ctrl-C or a teacher that failed for good: the Alpaca list and counters match data.jsonl
         stats.stop()
         _finish(out, stats)
-    return RunResult(status, stats, config, len(existing), replayed)
+    paid = _paid(config, stats) if config.max_cost is not None else 0.0
+    return RunResult(status, stats, config, len(existing), replayed, paid)
+
+
+def _paid(config: GenerateConfig, stats: RunStats) -> float:
+    """USD the call record shows paid to this teacher (every invocation's requests), at today's prices."""
+    db = open_db(config.cache)
+    try:
+        tokens = db.execute("SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) FROM calls "
+                            "WHERE backend = ?", (model_identity(parse_spec(config.teacher)),)).fetchone()
+    finally:
+        db.close()
+    return stats.cost(tokens[0], tokens[1])
 
 
 def _run(model: Model, config: GenerateConfig, seeds: list[SeedTask], stats: RunStats, existing: list[dict],
@@ -174,21 +188,23 @@ def _run(model: Model, config: GenerateConfig, seeds: list[SeedTask], stats: Run
     prompts_in_flight = config.concurrency * (1 if spec.is_local else config.prompts_per_request)
     dispatcher = Dispatcher(lambda: RecordedModel(model, config.cache, model_identity(spec)), prompts_in_flight,
                             feeders=1 if spec.is_local else prompts_in_flight)
+    gate = _Gate(config, stats, dispatcher, model_identity(spec))
     columns = (TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn())
     last_stats = time.monotonic()
-    ended = False
+    ended = cost_capped = False
     try:
         with Progress(*columns, console=console) as progress:
             bar = progress.add_task("generate", total=config.num, completed=stats.kept, info=stats.progress_text())
-            dispatcher.submit((job.id, job.request) for job in state.new_jobs())
-            while not state.finished:
+            gate.submit(state.new_jobs())
+            while not state.finished and not (cost_capped := gate.stuck()):
                 answer = dispatcher.get(timeout=1.0)
                 if answer is not None:
+                    gate.release(answer[0])
                     stats.add_answer(answer[1])
                     for outcome in state.receive(*answer):
                         sink.write(outcome)
-                    dispatcher.submit((job.id, job.request) for job in state.new_jobs())
+                    gate.submit(state.new_jobs())
                 progress.update(bar, completed=min(stats.kept, config.num), info=stats.progress_text())
                 if time.monotonic() - last_stats > STATS_EVERY_S:
                     store.write_json_atomic(config.out / store.STATS, stats.to_json())
@@ -197,8 +213,56 @@ def _run(model: Model, config: GenerateConfig, seeds: list[SeedTask], stats: Run
         ended = True
     finally:
         dispatcher.close(wait_s=30.0 if ended else 2.0)  # on errors and Ctrl-C, do not wait for slow answers
+        gate.close()
         sink.close()
-    return "done" if state.done else "capped"
+    return "done" if state.done else "cost_capped" if cost_capped else "capped"
+
+
+class _Gate:
+    """Sends planned jobs in order, holding back the first that `--max-cost` does not admit until answers in flight
+    have come back (and released their reservations); it is stuck when a job still does not fit with none in
+    flight. Without a cap every job goes at once."""
+
+    def __init__(self, config: GenerateConfig, stats: RunStats, dispatcher: Dispatcher, backend: str):
+        self.stats = stats
+        self.dispatcher = dispatcher
+        self.held: deque = deque()
+        self.budget: Budget | None = None
+        self.db = None
+        self.backend = backend
+        if config.max_cost is not None:
+            self.budget = Budget(config.max_cost, config.price_in, config.price_out, paid_before=_paid(config, stats))
+            self.db = open_db(config.cache)
+
+    def stuck(self) -> bool:
+        """The cap binds: a job is held and nothing in flight can make room for it."""
+        return bool(self.held) and not self.budget.reserved and not self._send_held()
+
+    def submit(self, jobs) -> None:
+        self.held.extend(jobs)
+        self._send_held()
+
+    def release(self, job_id: int) -> None:
+        if self.budget is not None:
+            self.budget.release(job_id)
+
+    def _send_held(self) -> bool:
+        """Send held jobs while they fit; whether any was sent."""
+        sent = False
+        while self.held and (self.budget is None or self.budget.admit(
+                self.held[0].id, self.held[0].request, self._cached(self.held[0].request), self.stats.cost_usd)):
+            job = self.held.popleft()
+            self.dispatcher.submit([(job.id, job.request)])
+            sent = True
+        return sent
+
+    def _cached(self, request) -> bool:
+        return self.db.execute("SELECT 1 FROM calls WHERE backend = ? AND key = ?",
+                               (self.backend, request.key())).fetchone() is not None
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
 
 
 def _finish(out: Path, stats: RunStats) -> None:

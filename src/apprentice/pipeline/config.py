@@ -45,6 +45,7 @@ class GenerateSection:
     max_requests: int | None = None  # safety cap on teacher requests; none: max(50, 10 * num)
     price_in: float = 0.0  # USD per million prompt tokens
     price_out: float = 0.0  # USD per million completion tokens
+    max_cost: float | None = None  # USD: never pay the teacher more than this for the data (needs prices)
     threshold: float = 0.7  # ROUGE-L near-duplicate threshold
     outputs: str | None = None  # teacher | inline; none: teacher (its answer to each instruction) for chat teachers
     answer_max_tokens: int = 512  # outputs = teacher: most tokens per answer (a cut answer is rejected)

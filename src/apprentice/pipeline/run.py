@@ -92,7 +92,8 @@ def _generate_config(config: RunConfig, run_dir: Path):
         api=g.api, seed=g.seed, concurrency=config.teacher.concurrency,
         prompts_per_request=config.teacher.prompts_per_request, max_requests=g.max_requests,
         timeout=config.teacher.timeout, max_retries=config.teacher.max_retries,
-        price_in=g.price_in, price_out=g.price_out, threshold=g.threshold, filters=g.filters, outputs=g.outputs,
+        price_in=g.price_in, price_out=g.price_out, max_cost=g.max_cost, threshold=g.threshold, filters=g.filters,
+        outputs=g.outputs,
         answer_max_tokens=g.answer_max_tokens, answer_temperature=g.answer_temperature, cache=run_dir / CALLS,
     )
 
@@ -115,9 +116,10 @@ def _generate(config: RunConfig, run_dir: Path, resuming: bool, console: Console
     if kept == 0:
         raise UserError(f"the teacher produced no usable records in {run_dir / 'generate'} (see rejected.jsonl): "
                         "try another teacher or strategy, or raise [generate] max_requests")
-    if result.status == "capped":
-        console.print(f"[yellow]generate stopped at max_requests with {kept} of {g.num} records[/]; the run goes on "
-                      "with those (raise [generate] max_requests for more)")
+    if result.status in ("capped", "cost_capped"):
+        cap = "max_requests" if result.status == "capped" else f"max_cost (${result.paid_usd:.4f} paid)"
+        console.print(f"[yellow]generate stopped at {cap} with {kept} of {g.num} records[/]; the run goes on "
+                      f"with those (raise [generate] {cap.split()[0]} for more)", highlight=False)
 
 
 def _train(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -> None:
@@ -278,6 +280,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("generate", (), ("generate",), _generate_key, _generate,
           settings=lambda c: {"num": c.generate.num, "max_requests": c.generate.max_requests,
                               "price_in": c.generate.price_in, "price_out": c.generate.price_out,
+                              "max_cost": c.generate.max_cost,
                               "concurrency": c.teacher.concurrency,
                               "prompts_per_request": c.teacher.prompts_per_request}),
     Stage("train", ("generate/alpaca_data.json",), ("student",),
