@@ -1,13 +1,15 @@
-"""Benchmark: ROUGE-L near-duplicate removal, `RougeLIndex` against Stanford Alpaca's method, on the same stream.
+"""Benchmark: ROUGE-L near-duplicate removal, `RougeLIndex` against Stanford Alpaca's method, on three streams.
 
 Run by hand (results go to docs/BENCHMARKS.md):
 
-    python bench/dedup.py                       # 52K stream, baseline on the first 2,000 candidates
-    python bench/dedup.py --size 5000 --baseline 1000
+    python bench/dedup.py                                # bench stream, 52K, baseline on the first 2,000
+    python bench/dedup.py --stream templated --baseline 500 --scaling 4
+    python bench/dedup.py --stream zipf --size 5000 --baseline 1000
 
-The stream. The 1,232 real instructions in ../shared/data (175 Self-Instruct seeds, 252 user-oriented instructions,
-805 AlpacaEval instructions) come first, in that order; every later item is a variant of one or two of them, drawn
-with `random.Random(seed)` so the stream is the same on every run:
+Every stream is drawn with `random.Random(seed)`, so it is the same on every run.
+
+bench: the 1,232 real instructions in ../shared/data (175 Self-Instruct seeds, 252 user-oriented instructions,
+805 AlpacaEval instructions) come first, in that order; every later item is a variant of one or two of them:
 
 * light (10%): one real instruction with 1-2 edits; almost all are near duplicates;
 * medium (25%): one real instruction with 3-7 edits; many are near duplicates, many not;
@@ -15,23 +17,34 @@ with `random.Random(seed)` so the stream is the same on every run:
   then 0-3 edits: new "instructions" that still share words and phrasing with earlier ones, as a teacher's
   paraphrases do.
 
-With 1,232 sources the stream grows more repetitive as it goes, as a long generation run does: of 52,000 items,
-29,685 (57%) are near duplicates (48% of the first 5,000 after the real ones, 63% of the last 5,000).
+  With 1,232 sources the stream grows more repetitive as it goes, as a long generation run does: of 52,000 items,
+  29,685 (57%) are near duplicates (48% of the first 5,000 after the real ones, 63% of the last 5,000). An edit is
+  one of: drop a word, swap two neighbouring words, replace a word by a near synonym from a small table, add a
+  polite prefix ("Please", "Can you", ...), or add a suffix phrase ("Be concise.", ...).
 
-An edit is one of: drop a word, swap two neighbouring words, replace a word by a near synonym from a small table,
-add a polite prefix ("Please", "Can you", ...), or add a suffix phrase ("Be concise.", ...).
+templated: one frame of 9 words around 6 words drawn uniformly from 10,000 made-up words ("Write a short story
+  about W and W in which W W meets W W."). Two instructions share the whole frame, so every pair scores at least
+  0.6 and almost everything is kept: the case where an index that looks at every stored instruction sharing a
+  frequent token goes quadratic.
+
+zipf: a leading verb (one of 12), then 2-10 words, each a stop word with probability 0.35, else a made-up word;
+  both drawn with Zipf weights 1/rank (40 stop words, 5,000 made-up words): frequent tokens everywhere ("the" is
+  one token in 12), most items kept.
 
 The baseline is Stanford's loop (generate_instruction.py): tokenize the candidate with rouge_score's tokenizer, then
 `Pool(2).map(partial(rouge_scorer._score_lcs, candidate_tokens), kept_tokens)` with a new pool per candidate, keep
 when every F <= 0.7. It runs on a prefix of the stream (it would take hours on all of it); the index runs on the same
-prefix, the decisions and the best scores (kept and removed items) must be identical, and the speedup is the ratio
-of the two times. The index is then timed alone on the whole stream, as the generate loop uses it: `query` (the
-exact best score), then `add` when kept.
+prefix, the decisions must be identical and so must the scores of the removed items (the match above the threshold
+is exact; below it the index reports the best candidate it examined, see rouge.py), and the speedup is the ratio of
+the two times. The index is then timed alone on the whole stream, as `apprentice dedup` uses it: `query`, then `add`
+when kept. `--scaling 4` also times it on the first quarter of the stream and prints log4(time ratio).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
+import math
 import json
 import random
 import time
@@ -41,7 +54,7 @@ from pathlib import Path
 
 from rouge_score import rouge_scorer
 
-from apprentice.generate.rouge import RougeLIndex
+from apprentice.generate.rouge import RougeLIndex, tokenize
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -106,6 +119,48 @@ def build_stream(size: int, seed: int = 0) -> list[str]:
     return stream
 
 
+SYLLABLES = ["ba", "ko", "ri", "mu", "te", "sa", "lo", "ne", "vi", "du", "ka", "pe", "zo", "fi", "ga", "ru", "mo",
+             "li", "ta", "ze", "no", "pu", "si", "ho", "we", "ja", "ke", "di", "so", "ly"]
+FRAME = "Write a short story about {} and {} in which {} {} meets {} {}."
+STOP_WORDS = ("the a an of to in for and or on with by at from as is are be this that it its your you into "
+              "about than then over under each every all any some one two which what how").split()
+VERBS = ["Write", "Give", "List", "Describe", "Explain", "Create", "Generate", "Summarize", "Find", "Name",
+         "Suggest", "Classify"]
+
+
+def made_up_words(count: int) -> list[str]:
+    """`count` distinct pronounceable words of three syllables (up to 27,000)."""
+    k = len(SYLLABLES)
+    return [SYLLABLES[i % k] + SYLLABLES[i // k % k] + SYLLABLES[i // (k * k)] for i in range(count)]
+
+
+def templated_stream(size: int, seed: int = 0) -> list[str]:
+    words = made_up_words(10_000)
+    rng = random.Random(seed)
+    return [FRAME.format(*(rng.choice(words) for _ in range(6))) for _ in range(size)]
+
+
+def zipf_weights(count: int) -> list[float]:
+    return list(itertools.accumulate(1 / rank for rank in range(1, count + 1)))
+
+
+def zipf_stream(size: int, seed: int = 0) -> list[str]:
+    words = made_up_words(5_000)
+    rng = random.Random(seed)
+    word_weights, stop_weights = zipf_weights(len(words)), zipf_weights(len(STOP_WORDS))
+    stream = []
+    for _ in range(size):
+        length = rng.randint(2, 10)
+        content = iter(rng.choices(words, cum_weights=word_weights, k=length))
+        stops = iter(rng.choices(STOP_WORDS, cum_weights=stop_weights, k=length))
+        body = [next(stops) if rng.random() < 0.35 else next(content) for _ in range(length)]
+        stream.append(" ".join([rng.choice(VERBS)] + body) + ".")
+    return stream
+
+
+STREAMS = {"bench": build_stream, "templated": templated_stream, "zipf": zipf_stream}
+
+
 def stanford(stream: list[str], threshold: float) -> tuple[list[bool], list[float], int]:
     """Stanford's dedup: every candidate against every kept instruction, a process pool of 2 per candidate."""
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
@@ -141,39 +196,52 @@ def indexed(stream: list[str], threshold: float) -> tuple[list[bool], list[float
     return decisions, best, pairs
 
 
+def timed(stream: list[str], threshold: float) -> tuple[list[bool], list[float], int, float]:
+    start = time.perf_counter()
+    keep, best, pairs = indexed(stream, threshold)
+    return keep, best, pairs, time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stream", choices=sorted(STREAMS), default="bench", help="which stream (default bench)")
     parser.add_argument("--size", type=int, default=52_000, help="stream length (default 52,000)")
     parser.add_argument("--baseline", type=int, default=2_000, help="prefix on which the baseline runs (0: skip)")
+    parser.add_argument("--scaling", type=int, default=0, help="also time the first 1/N of the stream (0: skip)")
     parser.add_argument("--threshold", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    stream = build_stream(args.size, args.seed)
-    print(f"stream: {len(stream):,} instructions ({len(set(stream)):,} distinct)")
+    stream = STREAMS[args.stream](args.size, args.seed)
+    print(f"{args.stream} stream: {len(stream):,} instructions ({len(set(stream)):,} distinct)"
+          f", {sum(len(tokenize(text)) for text in stream) / len(stream):.1f} tokens on average")
 
     if args.baseline:
         prefix = stream[: args.baseline]
         start = time.perf_counter()
         base_keep, base_best, base_pairs = stanford(prefix, args.threshold)
         base_time = time.perf_counter() - start
-        start = time.perf_counter()
-        ours_keep, ours_best, _ = indexed(prefix, args.threshold)
-        ours_time = time.perf_counter() - start
+        ours_keep, ours_best, _, ours_time = timed(prefix, args.threshold)
         assert ours_keep == base_keep, "decisions differ"
-        assert ours_best == base_best, "best scores differ"
+        assert all(ours == base for ours, base, keep in zip(ours_best, base_best, base_keep) if not keep), \
+            "scores of removed items differ"
         print(f"prefix {len(prefix):,}: same decisions ({sum(base_keep):,} kept, {len(prefix) - sum(base_keep):,}"
-              f" removed), {base_pairs:,} pairs")
+              f" removed, the same scores for the removed), {base_pairs:,} pairs")
         print(f"  baseline (Stanford, 2 workers): {base_time:.2f} s, {base_time / base_pairs * 1e6:.1f} µs per pair")
         print(f"  RougeLIndex:                    {ours_time:.3f} s")
         print(f"  speedup: {base_time / ours_time:,.0f}x")
 
-    start = time.perf_counter()
-    keep, _, pairs = indexed(stream, args.threshold)
-    elapsed = time.perf_counter() - start
+    if args.scaling:
+        part = stream[: len(stream) // args.scaling]
+        part_time = timed(part, args.threshold)[3]
+        print(f"first {len(part):,}: RougeLIndex {part_time:.2f} s")
+    keep, _, pairs, elapsed = timed(stream, args.threshold)
     print(f"full stream {len(stream):,}: {sum(keep):,} kept, {len(stream) - sum(keep):,} removed, "
           f"{pairs:,} pairs a brute-force loop would score")
     print(f"  RougeLIndex: {elapsed:.2f} s ({elapsed / len(stream) * 1e6:.0f} µs per candidate)")
+    if args.scaling:
+        print(f"  scaling exponent log{args.scaling}({elapsed:.2f} / {part_time:.2f}) = "
+              f"{math.log(elapsed / part_time, args.scaling):.2f}")
     if args.baseline:
         projected = pairs * base_time / base_pairs
         print(f"  baseline projected at its measured per-pair cost: {projected / 3600:.1f} h "

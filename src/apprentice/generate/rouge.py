@@ -1,18 +1,28 @@
-"""ROUGE-L exactly as `rouge_score` computes it, and a fast exact near-duplicate index built on it.
+"""ROUGE-L exactly as `rouge_score` computes it, and a near-duplicate index whose work per query stays small.
 
 Self-Instruct and Alpaca drop a new instruction when its ROUGE-L F-measure against any seed or kept instruction is
 > 0.7. Stanford scored every candidate against every kept instruction (tens of µs per pair, hours for 52K). This index
-gives the same numbers, bit for bit, much faster:
+takes the same decisions, bit for bit, while looking at only a few of the kept instructions per query: the prefix
+filter of set-similarity joins (AllPairs, PPJoin), derived for ROUGE-L.
 
-* an inverted index over (token, occurrence) features gives, for every stored instruction at once, the size of the
-  multiset intersection with the query, an upper bound on the LCS; frequent features are kept as dense byte rows so
-  the count is a handful of vector additions;
-* the F-measure of that bound (the same float expression, which is monotone in the LCS) prunes every instruction
-  that cannot exceed the threshold, or cannot beat the best score found so far;
-* candidates are scored in bands of decreasing bound, so the best score found early prunes the rest;
-* the survivors get a bit-parallel LCS (Allison-Dix / Hyyrö) on Python integers: a few are scored one by one, many
-  at once in one integer where each candidate owns a lane of bits followed by a guard bit that swallows the carry,
-  so one pass over the query's tokens computes every candidate's LCS.
+* Tokens with multiplicity become a set: the k-th occurrence of a token is the feature (token, k). The LCS is at most
+  the size of the multiset intersection, which is the number of shared features (the overlap).
+* For a query of m tokens and a kept instruction of n, F > t needs an overlap above t * (m + n) / 2 (F is at most
+  2 * overlap / (m + n)), so at least k(n) features, and then the two share one of any m - k(n) + 1 features of the
+  query. The index holds every kept instruction's features, grouped by length; a query probes only its m - k(n) + 1
+  rarest ones (document frequency at query time; the prefix is on the query side only, so the order may change as
+  instructions are added) and only lengths for which F > t is possible at all.
+* Candidates get their exact overlap (a set intersection) and are scored in decreasing order of the F-measure of
+  that bound (the same float expression, so F <= bound holds for the rounded values too), stopping when no bound can
+  beat the best score; survivors get a bit-parallel LCS (Allison-Dix / Hyyrö) on Python integers.
+
+What `query` returns below the threshold. Above the threshold the match is the exact best (every instruction that
+can score above it is a candidate). When nothing scores above it, the match is the best among the candidates the
+prefix examined (instructions sharing one of the query's rare tokens at a compatible length): a score the query
+really has against that instruction, at most the true best, 0.0 and no index when no candidate shares a token.
+Certifying the true best below the threshold would mean examining everything that shares even a stop word with the
+query: work that grows with the kept set. `RougeLIndex(threshold, exact_best=True)` does that (the second round
+probes the prefix for "F >= best found"), for callers that need the exact nearest instruction on small sets.
 
 Usage::
 
@@ -26,25 +36,17 @@ Run the tests with `python -m pytest tests/test_rouge.py -q`; the benchmark is `
 
 from __future__ import annotations
 
+import math
 import re
-from array import array
 from dataclasses import dataclass
-
-import numpy as np
 
 _NON_ALPHANUM = re.compile(r"[^a-z0-9]+")
 
-# A feature found in this many instructions, and in this share of those stored so far, moves to a dense byte row:
-# counting it then costs one vector addition instead of a scatter over a long posting list.
-_DENSE_MIN_POSTINGS = 256
-_DENSE_MIN_SHARE = 1 / 32
-# Below this many candidate tokens, scoring them one by one in Python beats packing them into lanes with numpy.
-_LANES_MIN_TOKENS = 400
-# The search for the best score scores candidates in bands of decreasing bound (F-measure levels); once a band yields
-# a score, one last band down to that score finishes the search.
-_LEVELS = (0.5, 0.35, 0.2, 0.0)
-# Bounds are compared in float32; this margin is far above its rounding error.
-_MARGIN = 1e-5
+# Prefix lengths and length bounds come from real-number inequalities while decisions use rounded floats: the
+# margin makes every prefix a little longer than needed (a few more candidates, never a missed one).
+_MARGIN = 1e-9
+# A feature id packs (token id, occurrence number): token + occurrence * _OCCURRENCE.
+_OCCURRENCE = 1 << 32
 
 
 def tokenize(text: str) -> list[str]:
@@ -61,13 +63,6 @@ def f_measure(lcs: int, target_len: int, prediction_len: int) -> float:
     if precision + recall > 0:
         return 2 * precision * recall / (precision + recall)
     return 0.0
-
-
-def _f_measures(lcs: np.ndarray, target_len: int, prediction_lens: np.ndarray) -> np.ndarray:
-    """`f_measure` over arrays (lcs > 0 everywhere): numpy's float64 operations round exactly like Python's."""
-    precision = lcs / prediction_lens
-    recall = lcs / target_len
-    return 2 * precision * recall / (precision + recall)
 
 
 def _position_masks(tokens: list) -> dict:
@@ -100,37 +95,41 @@ def rouge_l_f(target_tokens: list[str], prediction_tokens: list[str]) -> float:
     return f_measure(lcs_length(target_tokens, prediction_tokens), len(target_tokens), len(prediction_tokens))
 
 
+def _features(ids: list[int]) -> list[int]:
+    """The (token, occurrence number) features of a token list, packed in ints: their overlap between two lists is
+    the size of the multiset intersection."""
+    seen: dict[int, int] = {}
+    features = []
+    for token in ids:
+        occurrence = seen.get(token, 0)
+        seen[token] = occurrence + 1
+        features.append(token + occurrence * _OCCURRENCE)
+    return features
+
+
+def _prefix_lengths(m: int, lengths: list[int], level: float) -> dict[int, int]:
+    """For a query of m tokens and each stored length n that can reach F >= level: how many of the query's features
+    (rarest first) a stored instruction of that length must share one of, m - k + 1 for a needed overlap k."""
+    prefixes = {}
+    for n in lengths:
+        # F <= 2 * min(m, n) / (m + n): lengths too far apart cannot reach the level.
+        if 2 * min(m, n) / (m + n) < level - _MARGIN:
+            continue
+        needed = max(1, math.ceil((level - _MARGIN) * (m + n) / 2))
+        prefixes[n] = m - needed + 1
+    return prefixes
+
+
 @dataclass(frozen=True)
 class Match:
-    """The best ROUGE-L F-measure of a query against the index and the id of that instruction (None: no overlap)."""
+    """A ROUGE-L F-measure of a query against the index and the id of that instruction (None: no overlap)."""
 
     score: float
     index: int | None
 
 
-class _Growable:
-    """A numpy array that grows by doubling; `view` is the filled part."""
-
-    def __init__(self, dtype: type) -> None:
-        self._data = np.zeros(1024, dtype=dtype)
-        self.size = 0
-
-    def extend(self, values: list[int]) -> None:
-        end = self.size + len(values)
-        if end > len(self._data):
-            grown = np.zeros(max(end, 2 * len(self._data)), dtype=self._data.dtype)
-            grown[: self.size] = self._data[: self.size]
-            self._data = grown
-        self._data[self.size : end] = values
-        self.size = end
-
-    @property
-    def view(self) -> np.ndarray:
-        return self._data[: self.size]
-
-
 class RougeLIndex:
-    """Instructions added so far, queried for the best ROUGE-L F-measure of a new one, exactly as rouge_score.
+    """Instructions added so far, queried for near duplicates of a new one, exactly as rouge_score scores them.
 
     The query plays rouge_score's `target` and the stored instruction its `prediction`, as in Stanford's
     `_score_lcs(new_instruction_tokens, kept_tokens)`. A near duplicate is a score strictly greater than `threshold`.
@@ -142,150 +141,103 @@ class RougeLIndex:
         self.threshold = threshold
         self._vocab: dict[str, int] = {}
         self._docs: list[list[int]] = []
-        # The same token ids, each instruction followed by a guard (-1) that becomes a lane separator.
-        self._flat = _Growable(np.int32)
-        self._starts = _Growable(np.int64)
-        self._lengths = _Growable(np.int64)
-        self._lengths_f32 = _Growable(np.float32)
-        self._features: dict[tuple[int, int], int] = {}
-        self._postings: list[array] = []
-        self._dense_row: dict[int, int] = {}
-        self._dense = np.zeros((16, 1024), dtype=np.uint8)
+        self._feature_sets: list[frozenset[int]] = []
+        self._frequency: dict[int, int] = {}  # feature -> number of stored instructions that have it
+        # The token order of the prefixes: rarest first by the frequencies at the last rebuild; features first seen
+        # since then come before all others (rank -1), by id. Fixed between rebuilds, as both prefixes need.
+        self._rank: dict[int, int] = {}
+        self._rebuilt_at = 0
+        # feature -> stored length -> ids of the stored instructions of that length with the feature in their prefix
+        self._postings: dict[int, dict[int, list[int]]] = {}
+        self._lengths: set[int] = set()
 
     def __len__(self) -> int:
         return len(self._docs)
 
     def add(self, text: str) -> int:
         """Store an instruction and return its id (0, 1, 2, ... in the order added)."""
-        doc = len(self)
+        doc = len(self._docs)
         ids = [self._vocab.setdefault(token, len(self._vocab)) for token in tokenize(text)]
+        features = _features(ids)
         self._docs.append(ids)
-        self._starts.extend([self._flat.size])
-        self._lengths.extend([len(ids)])
-        self._lengths_f32.extend([len(ids)])
-        self._flat.extend(ids + [-1])
-        if doc >= self._dense.shape[1]:
-            grown = np.zeros((self._dense.shape[0], 2 * self._dense.shape[1]), dtype=np.uint8)
-            grown[:, :doc] = self._dense[:, :doc]
-            self._dense = grown
-        for feature in self._feature_ids(ids, create=True):
-            row = self._dense_row.get(feature)
-            if row is not None:
-                self._dense[row, doc] = 1
-                continue
-            postings = self._postings[feature]
-            postings.append(doc)
-            if len(postings) >= max(_DENSE_MIN_POSTINGS, doc * _DENSE_MIN_SHARE):
-                self._make_dense(feature)
+        self._feature_sets.append(frozenset(features))
+        self._lengths.add(len(ids))
+        for feature in features:
+            self._frequency[feature] = self._frequency.get(feature, 0) + 1
+        if doc + 1 >= max(64, 2 * self._rebuilt_at):
+            self._rebuild()
+        else:
+            self._index(doc, features)
         return doc
 
     def query(self, text: str) -> Match:
-        """The best F-measure of `text` against every stored instruction (ties: the lowest id).
+        """The best F-measure of `text` against the stored instructions that share a token with it within both
+        prefixes (ties: the lowest id). Every instruction that scores above the threshold is among them, so the
+        match is the exact best whenever it is above the threshold; below, it is the best of those candidates."""
+        tokens = tokenize(text)
+        if not tokens or not self._docs:
+            return Match(0.0, None)
+        unknown: dict[str, int] = {}  # tokens never stored: distinct negative ids, matching nothing
+        ids = []
+        for token in tokens:
+            token_id = self._vocab.get(token)
+            ids.append(unknown.setdefault(token, -1 - len(unknown)) if token_id is None else token_id)
+        features = _features(ids)
+        m = len(ids)
+        prefixes = _prefix_lengths(m, sorted(self._lengths), self.threshold)
+        if not prefixes:
+            return Match(0.0, None)
+        candidates: set[int] = set()
+        for rank, feature in enumerate(self._ordered(features)[: max(prefixes.values())]):
+            by_length = self._postings.get(feature)
+            if by_length is not None:
+                for n, docs in by_length.items():
+                    if prefixes.get(n, 0) > rank:
+                        candidates.update(docs)
+        return self._best(ids, frozenset(features), candidates)
 
-        Always the exact maximum, near duplicates included: every instruction that could score above the threshold
-        is scored in the first batch (on a 52K-instruction stream, 1.7 of them on average for a near duplicate), so
-        stopping at the first score above the threshold would save nothing."""
-        ids = [self._vocab.get(token, -1) for token in tokenize(text)]
+    def _ordered(self, features: list[int]) -> list[int]:
+        rank = self._rank
+        return sorted(features, key=lambda feature: (rank.get(feature, -1), feature))
+
+    def _index(self, doc: int, features: list[int]) -> None:
+        """Post a stored instruction under the features of its prefix: any query of any length that can score
+        above the threshold against it shares one of them (an overlap of at least t * n / (2 - t) is needed)."""
+        n = len(features)
+        level = self.threshold - _MARGIN
+        needed = max(1, math.ceil(level * n / (2 - level)))
+        for feature in self._ordered(features)[: n - needed + 1]:
+            self._postings.setdefault(feature, {}).setdefault(n, []).append(doc)
+
+    def _rebuild(self) -> None:
+        """Re-rank the features by their frequencies now and post every stored instruction again: done each time
+        the index doubles, so the order follows the data at a cost linear in its size overall."""
+        ordered = sorted(self._frequency, key=lambda feature: (self._frequency[feature], feature))
+        self._rank = {feature: rank for rank, feature in enumerate(ordered)}
+        self._postings = {}
+        for doc, ids in enumerate(self._docs):
+            self._index(doc, _features(ids))
+        self._rebuilt_at = len(self._docs)
+
+    def _best(self, ids: list[int], features: frozenset[int], candidates: set[int]) -> Match:
+        """The best exact score among the candidates (ties: the lowest id), scored in decreasing order of their
+        overlap bound until no bound can beat the best found."""
+        m = len(ids)
+        bounded = []
+        for doc in candidates:
+            n = len(self._docs[doc])
+            bounded.append((-f_measure(len(features & self._feature_sets[doc]), m, n), doc))
+        bounded.sort()
         best = Match(0.0, None)
-        if not ids or not self._docs:
-            return best
-        # ratio * 2 is the F-measure of the LCS bound, up to float32 rounding: cuts on it carry a margin, and every
-        # candidate that passes is scored exactly, so the margin costs a few extra candidates, never a wrong answer.
-        ratio = self._overlap(ids) / (self._lengths_f32.view + np.float32(len(ids)))
+        ones = (1 << m) - 1
         pattern = _position_masks(ids)
-        upper = np.inf
-        for level in [self.threshold] + [t for t in _LEVELS if t < self.threshold]:
-            final = best.index is not None
-            lower = max((best.score if final else level) / 2 - _MARGIN, 0.0)
-            in_band = ratio > lower if upper == np.inf else (ratio > lower) & (ratio <= upper)
-            candidates = np.flatnonzero(in_band)
-            if len(candidates):
-                best = self._score(ids, pattern, candidates, best)
-            # Done when this was the last band, or when everything below the band's bound scores less than best.
-            if best.index is not None and (final or best.score / 2 - _MARGIN >= lower):
-                return best
-            upper = lower
+        for negative_bound, doc in bounded:
+            if -negative_bound < best.score:
+                break
+            if best.index is not None and -negative_bound == best.score and doc > best.index:
+                continue
+            tokens = self._docs[doc]
+            score = f_measure((ones ^ _advance(ones, pattern, ones, tokens)).bit_count(), m, len(tokens))
+            if score > best.score or (score == best.score and best.index is not None and doc < best.index):
+                best = Match(score, doc)
         return best
-
-    def _feature_ids(self, ids: list[int], create: bool) -> list[int]:
-        """The (token, occurrence number) features of a token list: their overlap is the multiset intersection."""
-        seen: dict[int, int] = {}
-        features = []
-        for token in ids:
-            occurrence = seen.get(token, 0)
-            seen[token] = occurrence + 1
-            key = (token, occurrence)
-            feature = self._features.get(key)
-            if feature is None:
-                if not create:
-                    continue
-                feature = self._features[key] = len(self._postings)
-                self._postings.append(array("i"))
-            features.append(feature)
-        return features
-
-    def _make_dense(self, feature: int) -> None:
-        row = len(self._dense_row)
-        if row >= self._dense.shape[0]:
-            grown = np.zeros((2 * self._dense.shape[0], self._dense.shape[1]), dtype=np.uint8)
-            grown[:row] = self._dense[:row]
-            self._dense = grown
-        self._dense[row, np.frombuffer(self._postings[feature], dtype=np.int32)] = 1
-        self._dense_row[feature] = row
-        self._postings[feature] = array("i")
-
-    def _overlap(self, ids: list[int]) -> np.ndarray:
-        """Multiset intersection size of the query with every stored instruction."""
-        n = len(self)
-        # The overlap is at most the query length, so bytes suffice for all but very long queries.
-        overlap = np.zeros(n, dtype=np.uint8 if len(ids) < 256 else np.int32)
-        sparse = array("i")
-        for feature in self._feature_ids([t for t in ids if t >= 0], create=False):
-            row = self._dense_row.get(feature)
-            if row is None:
-                sparse.extend(self._postings[feature])
-            else:
-                overlap += self._dense[row, :n]
-        if sparse:
-            np.add(overlap, np.bincount(np.frombuffer(sparse, dtype=np.int32), minlength=n), out=overlap,
-                   casting="unsafe")
-        return overlap
-
-    def _score(self, ids: list[int], pattern: dict, candidates: np.ndarray, best: Match) -> Match:
-        """Exact scores of the query against `candidates` (ascending ids); the better of those and `best`."""
-        lengths = self._lengths.view[candidates]
-        if lengths.sum() <= _LANES_MIN_TOKENS:
-            ones = (1 << len(ids)) - 1
-            lcs = np.array([(ones ^ _advance(ones, pattern, ones, self._docs[doc])).bit_count() for doc in candidates])
-        else:
-            lcs = self._lcs_lanes(ids, candidates, lengths)
-        scores = np.zeros(len(candidates))
-        hit = lcs > 0
-        scores[hit] = _f_measures(lcs[hit], len(ids), lengths[hit])
-        top = int(np.argmax(scores))
-        score = float(scores[top])
-        if score > best.score or (score == best.score and best.index is not None and candidates[top] < best.index):
-            return Match(score, int(candidates[top]))
-        return best
-
-    def _lcs_lanes(self, ids: list[int], candidates: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """LCS of the query with many candidates at once: their tokens, guards included, form one bit string, and the
-        query is fed to it once."""
-        spans = lengths + 1
-        lane_ends = np.cumsum(spans)
-        total = int(lane_ends[-1])
-        lane_starts = lane_ends - spans
-        positions = np.repeat(self._starts.view[candidates] - lane_starts, spans) + np.arange(total)
-        text = self._flat.view[positions]
-        distinct = sorted({token for token in ids if token >= 0})
-        rows = np.empty((len(distinct) + 1, total), dtype=bool)
-        np.equal(text[None, :], np.array(distinct, dtype=np.int32)[:, None], out=rows[:-1])
-        np.greater_equal(text, 0, out=rows[-1])
-        packed = np.packbits(rows, axis=1, bitorder="little")
-        width = packed.shape[1]
-        raw = packed.tobytes()
-        masks = [int.from_bytes(raw[i * width : (i + 1) * width], "little") for i in range(len(rows))]
-        ones = masks.pop()
-        v = _advance(ones, dict(zip(distinct, masks)), ones, ids)
-        zeros = np.unpackbits(np.frombuffer((ones ^ v).to_bytes(width, "little"), dtype=np.uint8), bitorder="little")
-        return np.add.reduceat(zeros[:total], lane_starts, dtype=np.int64)
