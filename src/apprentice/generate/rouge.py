@@ -107,17 +107,20 @@ def _features(ids: list[int]) -> list[int]:
     return features
 
 
-def _prefix_lengths(m: int, lengths: list[int], level: float) -> dict[int, int]:
-    """For a query of m tokens and each stored length n that can reach F >= level: how many of the query's features
-    (rarest first) a stored instruction of that length must share one of, m - k + 1 for a needed overlap k."""
-    prefixes = {}
+def _probe_plan(m: int, lengths: set[int], threshold: float) -> list[dict[int, int]]:
+    """What a query of m tokens probes: for its i-th feature (rarest first), {stored length n: stored prefix}.
+
+    At a stored length n where F > threshold is possible, needing an overlap of k, the two share a feature within
+    the first m - k + 1 of the query's features and the first n - k + 1 of the stored one's."""
+    level = threshold - _MARGIN
+    plan: list[dict[int, int]] = [{} for _ in range(m)]
     for n in lengths:
-        # F <= 2 * min(m, n) / (m + n): lengths too far apart cannot reach the level.
-        if 2 * min(m, n) / (m + n) < level - _MARGIN:
-            continue
-        needed = max(1, math.ceil((level - _MARGIN) * (m + n) / 2))
-        prefixes[n] = m - needed + 1
-    return prefixes
+        # F <= 2 * min(m, n) / (m + n): lengths too far apart cannot reach the threshold.
+        if 2 * min(m, n) / (m + n) >= level:
+            needed = max(1, math.ceil(level * (m + n) / 2))
+            for rank in range(m - needed + 1):
+                plan[rank][n] = n - needed + 1
+    return plan
 
 
 @dataclass(frozen=True)
@@ -147,9 +150,11 @@ class RougeLIndex:
         # since then come before all others (rank -1), by id. Fixed between rebuilds, as both prefixes need.
         self._rank: dict[int, int] = {}
         self._rebuilt_at = 0
-        # feature -> stored length -> ids of the stored instructions of that length with the feature in their prefix
-        self._postings: dict[int, dict[int, list[int]]] = {}
+        # feature -> stored length -> position j in the prefix -> ids of the stored instructions of that length whose
+        # j-th feature (rarest first) it is
+        self._postings: dict[int, dict[int, dict[int, list[int]]]] = {}
         self._lengths: set[int] = set()
+        self._plans: dict[int, tuple[int, list[dict[int, int]]]] = {}  # m -> (len(self._lengths), its probe plan)
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -184,16 +189,25 @@ class RougeLIndex:
             ids.append(unknown.setdefault(token, -1 - len(unknown)) if token_id is None else token_id)
         features = _features(ids)
         m = len(ids)
-        prefixes = _prefix_lengths(m, sorted(self._lengths), self.threshold)
-        if not prefixes:
-            return Match(0.0, None)
+        cached = self._plans.get(m)
+        if cached is None or cached[0] != len(self._lengths):
+            cached = self._plans[m] = (len(self._lengths), _probe_plan(m, self._lengths, self.threshold))
+        postings = self._postings
         candidates: set[int] = set()
-        for rank, feature in enumerate(self._ordered(features)[: max(prefixes.values())]):
-            by_length = self._postings.get(feature)
-            if by_length is not None:
-                for n, docs in by_length.items():
-                    if prefixes.get(n, 0) > rank:
-                        candidates.update(docs)
+        for feature, stored_prefixes in zip(self._ordered(features), cached[1]):
+            by_length = postings.get(feature)
+            if not by_length or not stored_prefixes:
+                continue
+            # walk the shorter of the two maps
+            if len(by_length) <= len(stored_prefixes):
+                pairs = [(by_position, stored_prefixes.get(n, 0)) for n, by_position in by_length.items()]
+            else:
+                pairs = [(by_length.get(n), prefix) for n, prefix in stored_prefixes.items()]
+            for by_position, stored_prefix in pairs:
+                if by_position and stored_prefix:
+                    for position, docs in by_position.items():
+                        if position < stored_prefix:
+                            candidates.update(docs)
         return self._best(ids, frozenset(features), candidates)
 
     def _ordered(self, features: list[int]) -> list[int]:
@@ -206,8 +220,8 @@ class RougeLIndex:
         n = len(features)
         level = self.threshold - _MARGIN
         needed = max(1, math.ceil(level * n / (2 - level)))
-        for feature in self._ordered(features)[: n - needed + 1]:
-            self._postings.setdefault(feature, {}).setdefault(n, []).append(doc)
+        for position, feature in enumerate(self._ordered(features)[: n - needed + 1]):
+            self._postings.setdefault(feature, {}).setdefault(n, {}).setdefault(position, []).append(doc)
 
     def _rebuild(self) -> None:
         """Re-rank the features by their frequencies now and post every stored instruction again: done each time
