@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 _NON_ALPHANUM = re.compile(r"[^a-z0-9]+")
@@ -107,19 +108,28 @@ def _features(ids: list[int]) -> list[int]:
     return features
 
 
-def _probe_plan(m: int, lengths: set[int], threshold: float) -> list[dict[int, int]]:
-    """What a query of m tokens probes: for its i-th feature (rarest first), {stored length n: stored prefix}.
+def _shared(needed: int) -> int:
+    """How many features a pair needing an overlap of `needed` must share within its prefixes (see `_probe_plan`)."""
+    return min(needed, 2)
 
-    At a stored length n where F > threshold is possible, needing an overlap of k, the two share a feature within
-    the first m - k + 1 of the query's features and the first n - k + 1 of the stored one's."""
+
+def _probe_plan(m: int, lengths: set[int], threshold: float) -> list[dict[int, tuple[int, int]]]:
+    """What a query of m tokens probes: for its i-th feature (rarest first), {stored length n: (stored prefix,
+    features to share)}.
+
+    At a stored length n where F > threshold is possible, needing an overlap of k, the two share at least s features
+    within the first m - k + s of the query's features and the first n - k + s of the stored one's, for any s <= k
+    (the s rarest shared features: k - s shared ones follow each of them). s = 2 lets pairs that share one rare token
+    and nothing else rare (a common frame around random words) never become candidates."""
     level = threshold - _MARGIN
-    plan: list[dict[int, int]] = [{} for _ in range(m)]
+    plan: list[dict[int, tuple[int, int]]] = [{} for _ in range(m)]
     for n in lengths:
         # F <= 2 * min(m, n) / (m + n): lengths too far apart cannot reach the threshold.
         if 2 * min(m, n) / (m + n) >= level:
             needed = max(1, math.ceil(level * (m + n) / 2))
-            for rank in range(m - needed + 1):
-                plan[rank][n] = n - needed + 1
+            shared = _shared(needed)
+            for rank in range(m - needed + shared):
+                plan[rank][n] = (n - needed + shared, shared)
     return plan
 
 
@@ -154,7 +164,7 @@ class RougeLIndex:
         # j-th feature (rarest first) it is
         self._postings: dict[int, dict[int, dict[int, list[int]]]] = {}
         self._lengths: set[int] = set()
-        self._plans: dict[int, tuple[int, list[dict[int, int]]]] = {}  # m -> (len(self._lengths), its probe plan)
+        self._plans: dict[int, tuple[int, list[dict[int, tuple[int, int]]]]] = {}  # m -> (len(lengths), its plan)
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -193,21 +203,28 @@ class RougeLIndex:
         if cached is None or cached[0] != len(self._lengths):
             cached = self._plans[m] = (len(self._lengths), _probe_plan(m, self._lengths, self.threshold))
         postings = self._postings
-        candidates: set[int] = set()
+        candidates: set[int] = set()  # pairs that need to share one feature
+        hits: list[int] = []  # pairs that need to share two: one entry per shared feature
         for feature, stored_prefixes in zip(self._ordered(features), cached[1]):
             by_length = postings.get(feature)
             if not by_length or not stored_prefixes:
                 continue
             # walk the shorter of the two maps
             if len(by_length) <= len(stored_prefixes):
-                pairs = [(by_position, stored_prefixes.get(n, 0)) for n, by_position in by_length.items()]
+                pairs = [(by_position, stored_prefixes.get(n)) for n, by_position in by_length.items()]
             else:
                 pairs = [(by_length.get(n), prefix) for n, prefix in stored_prefixes.items()]
-            for by_position, stored_prefix in pairs:
-                if by_position and stored_prefix:
+            for by_position, prefix in pairs:
+                if by_position and prefix:
+                    stored_prefix, shared = prefix
                     for position, docs in by_position.items():
                         if position < stored_prefix:
-                            candidates.update(docs)
+                            if shared == 1:
+                                candidates.update(docs)
+                            else:
+                                hits.extend(docs)
+        if hits:
+            candidates.update(doc for doc, count in Counter(hits).items() if count >= 2)
         return self._best(ids, frozenset(features), candidates)
 
     def _ordered(self, features: list[int]) -> list[int]:
@@ -215,12 +232,12 @@ class RougeLIndex:
         return sorted(features, key=lambda feature: (rank.get(feature, -1), feature))
 
     def _index(self, doc: int, features: list[int]) -> None:
-        """Post a stored instruction under the features of its prefix: any query of any length that can score
-        above the threshold against it shares one of them (an overlap of at least t * n / (2 - t) is needed)."""
+        """Post a stored instruction under the features of its prefix: the longest prefix any query can need, for an
+        overlap of at least t * n / (2 - t) (the least F > t allows at this length)."""
         n = len(features)
         level = self.threshold - _MARGIN
         needed = max(1, math.ceil(level * n / (2 - level)))
-        for position, feature in enumerate(self._ordered(features)[: n - needed + 1]):
+        for position, feature in enumerate(self._ordered(features)[: n - needed + _shared(needed)]):
             self._postings.setdefault(feature, {}).setdefault(n, {}).setdefault(position, []).append(doc)
 
     def _rebuild(self) -> None:
