@@ -455,7 +455,8 @@ def test_bundled_teacher_writes_records_that_pass_the_filters(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-m", "apprentice", "generate", "--teacher", "bundled:smollm2-135m-instruct", "--num", "2",
-         "--out", str(out), "--max-requests", "40"], check=False, capture_output=True, text=True, timeout=1700)
+         "--out", str(out), "--max-requests", "40", "--answer-max-tokens", "160"],  # the demo's answer length
+        check=False, capture_output=True, text=True, timeout=1700)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     records = _lines(out / "data.jsonl")
     assert len(records) == 2 and "generate: summary" in proc.stdout
@@ -468,7 +469,9 @@ def test_bundled_teacher_writes_records_that_pass_the_filters(tmp_path):
         assert index.query(record["instruction"]).score <= 0.7
         index.add(record["instruction"])
     saved = json.loads((out / "generate_config.json").read_text())
-    assert (saved["api"], saved["strategy"]) == ("completion", "self-instruct")  # the defaults for a local chat model
+    # the defaults for a local chat model
+    assert (saved["api"], saved["strategy"], saved["outputs"]) == ("completion", "self-instruct", "teacher")
+    assert all(r["output_from"] == "teacher" for r in records)
     assert json.loads((out / "stats.json").read_text())["kept"] == 2
 
 
