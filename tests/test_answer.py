@@ -4,6 +4,7 @@ prompt style each model gets, resume from the sidecar after a failure, and bad i
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from cli_support import run_in_process
@@ -115,3 +116,30 @@ def test_cli_bad_input(tmp_path, capsys, args, message):
                                capsys)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "o.json").exists()
+
+
+def test_a_second_process_answering_into_the_same_file_stops_with_one_line(tmp_path):
+    import subprocess
+    import threading
+    import time
+
+    gate = threading.Event()
+
+    def handler(path, body):
+        gate.wait(timeout=60)
+        return chat_reply("an answer")
+
+    out = tmp_path / "outputs.json"
+    with ScriptedServer(handler) as server:
+        command = [sys.executable, "-m", "apprentice", "answer", "--model", f"openai:m@{server.url}", "--prompts",
+                   str(_prompts_file(tmp_path)), "--out", str(out), "--concurrency", "1"]
+        first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 60
+        while not server.requests and time.time() < deadline:  # the first one is asking
+            time.sleep(0.02)
+        second = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        gate.set()
+        assert first.wait(timeout=120) == 0
+    assert second.returncode == 2 and len(second.stderr.strip().splitlines()) == 1
+    assert f"in use by process {first.pid} (apprentice answer)" in second.stderr
+    assert [r["output"] for r in json.loads(out.read_text())] == ["an answer"] * 4

@@ -54,16 +54,19 @@ def _holder(path: Path) -> str:
 
 
 @contextmanager
-def hold(directory: Path, command: str) -> Iterator[None]:
+def hold(directory: Path, command: str, output: Path | None = None) -> Iterator[None]:
     """Hold the run directory's lock for the duration of the block (creating the directory); a held lock is a
-    UserError naming its holder."""
+    UserError naming its holder. With `output`, the lock is that one file's (`.NAME.lock` beside it), for commands
+    that write a single file and may share a folder with others (`answer`, `judge`)."""
     directory.mkdir(parents=True, exist_ok=True)
-    path = directory / LOCK_FILE
+    path = directory / (f".{output.name}.lock" if output is not None else LOCK_FILE)
+    what = output if output is not None else directory
     handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held open for the whole block)
     try:
+        handle.seek(0)
         if not _try_lock(handle):
-            raise UserError(f"{directory} is in use by {_holder(path)}: wait for it to finish or stop it, or choose "
-                            "another directory")
+            raise UserError(f"{what} is in use by {_holder(path)}: wait for it to finish or stop it, or choose "
+                            "another output")
         handle.seek(0)
         handle.truncate()
         handle.write(json.dumps({"pid": os.getpid(), "command": command}))

@@ -30,6 +30,7 @@ from apprentice.errors import UserError
 from apprentice.evaluate.prompts import EvalPrompt, load_prompts
 from apprentice.jsonfile import write_json_atomic
 from apprentice.models.base import Request
+from apprentice.runlock import hold
 from apprentice.models.spec import BackendOptions, ModelSpec, local_model_dir, model_identity, parse_spec
 from apprentice.train.templates import ALPACA, Template, has_chat_template, saved_template
 
@@ -146,7 +147,12 @@ def answer(config: AnswerConfig, console: Console | None = None) -> list[dict[st
     out = Path(config.out)
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; give a file name such as {out / 'model_outputs.json'}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    with hold(out.parent, "apprentice answer", output=out):  # two processes would append to one sidecar
+        return _answer_locked(config, spec, prompts, out, console)
+
+
+def _answer_locked(config: AnswerConfig, spec: ModelSpec, prompts: list[EvalPrompt], out: Path,
+                   console: Console) -> list[dict[str, Any]]:
     style = choose_style(spec, config.base_template)
     generator = config.generator or default_generator(spec)
     settings = {"model": str(spec), "generator": generator, "chat": style.chat, "max_tokens": config.max_tokens,

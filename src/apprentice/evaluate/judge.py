@@ -46,6 +46,7 @@ from apprentice.evaluate.verdict import Verdict, parse_verdict, second_probabili
 from apprentice.jsonfile import write_json_atomic
 from apprentice.models import Completion, Model, Request
 from apprentice.models.spec import BackendOptions
+from apprentice.runlock import hold
 
 ProgressCallback = Callable[[int, int], None]  # (requests answered, requests planned so far)
 
@@ -207,17 +208,25 @@ def judge_files(a: Path, b: Path, judge: str, out: Path, *, orders: int = 2, see
 
     Every judge call goes through a SQLite record (`cache`, default OUT.cache.sqlite), so a rerun or a resumed run
     pays only for the calls not made yet. Shows a progress bar and a one-line summary on `console`."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
-
     from apprentice.evaluate.outputs import join_outputs, load_outputs
-    from apprentice.models import load_model, parse_spec
-    from apprentice.models.record import RecordedModel
-    from apprentice.models.spec import model_identity
+    from apprentice.models import parse_spec
 
     console = console or Console(stderr=True)
     spec = parse_spec(judge)
     pairs = join_outputs(load_outputs(a), load_outputs(b), str(a), str(b))[:limit]
+    with hold(Path(out).parent, "apprentice judge", output=Path(out)):
+        return _judge_locked(pairs, spec, out, orders, seed, max_tokens, cache, options, console)
+
+
+def _judge_locked(pairs, spec, out: Path, orders: int, seed: int, max_tokens: int, cache: Path | None,
+                  options: BackendOptions | None, console: Console) -> list[dict]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    from apprentice.models import load_model
+    from apprentice.models.record import RecordedModel
+    from apprentice.models.spec import model_identity
+
     cache = cache or out.with_suffix(".cache.sqlite")
     model = RecordedModel(load_model(spec, options), cache, model_identity(spec))
     columns = (TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TextColumn("calls"), TimeElapsedColumn(),
