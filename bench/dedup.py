@@ -44,8 +44,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import math
 import json
+import math
 import random
 import time
 from functools import partial

@@ -3,26 +3,30 @@
 Self-Instruct and Alpaca drop a new instruction when its ROUGE-L F-measure against any seed or kept instruction is
 > 0.7. Stanford scored every candidate against every kept instruction (tens of µs per pair, hours for 52K). This index
 takes the same decisions, bit for bit, while looking at only a few of the kept instructions per query: the prefix
-filter of set-similarity joins (AllPairs, PPJoin), derived for ROUGE-L.
+filter of set-similarity joins (AllPairs, PPJoin; the two-feature version is AdaptJoin's l-prefix), derived for ROUGE-L.
 
-* Tokens with multiplicity become a set: the k-th occurrence of a token is the feature (token, k). The LCS is at most
-  the size of the multiset intersection, which is the number of shared features (the overlap).
-* For a query of m tokens and a kept instruction of n, F > t needs an overlap above t * (m + n) / 2 (F is at most
-  2 * overlap / (m + n)), so at least k(n) features, and then the two share one of any m - k(n) + 1 features of the
-  query. The index holds every kept instruction's features, grouped by length; a query probes only its m - k(n) + 1
-  rarest ones (document frequency at query time; the prefix is on the query side only, so the order may change as
-  instructions are added) and only lengths for which F > t is possible at all.
+* Tokens with multiplicity become a set: the j-th occurrence of a token is the feature (token, j). The LCS is at most
+  the size of the multiset intersection, the number of shared features (the overlap).
+* For a query of m tokens and a stored instruction of n, F <= 2 * overlap / (m + n), so F > t needs an overlap of at
+  least k = ceil(t * (m + n) / 2), and lengths with 2 * min(m, n) / (m + n) <= t are out at once. Order all features
+  rarest first; the s rarest shared features of such a pair then lie within the first m - k + s features of the
+  query and the first n - k + s of the stored one (k - s shared features follow each). With s = 2 (s = 1 when k = 1),
+  a pair that shares a common frame and one rare word is never a candidate.
+* The index posts each stored instruction, grouped by length, under the features of the longest prefix any query can
+  need (the least overlap F > t allows at its length, t * n / (2 - t)); a query probes only its own prefix for each
+  compatible length and keeps what it finds s times. Both sides need one fixed order: it is the document frequency
+  at the last rebuild (features first seen since then come first, by id), and the index rebuilds each time it
+  doubles, so the order follows the data at a cost linear in its size overall.
 * Candidates get their exact overlap (a set intersection) and are scored in decreasing order of the F-measure of
   that bound (the same float expression, so F <= bound holds for the rounded values too), stopping when no bound can
   beat the best score; survivors get a bit-parallel LCS (Allison-Dix / Hyyrö) on Python integers.
 
-What `query` returns below the threshold. Above the threshold the match is the exact best (every instruction that
-can score above it is a candidate). When nothing scores above it, the match is the best among the candidates the
-prefix examined (instructions sharing one of the query's rare tokens at a compatible length): a score the query
-really has against that instruction, at most the true best, 0.0 and no index when no candidate shares a token.
-Certifying the true best below the threshold would mean examining everything that shares even a stop word with the
-query: work that grows with the kept set. `RougeLIndex(threshold, exact_best=True)` does that (the second round
-probes the prefix for "F >= best found"), for callers that need the exact nearest instruction on small sets.
+What `query` returns. Above the threshold the match is the exact best and its lowest id (every instruction that
+scores above the threshold is a candidate). When nothing scores above it, the match is the best among the
+candidates: a score the query really has against that instruction, at most the true best; Match(0.0, None) when
+there is no candidate. Certifying the true best below the threshold means examining everything that could reach it,
+down to instructions sharing a stop word: measured (docs/BENCHMARKS.md), that made the Zipf stream quadratic again
+(exponent 2.07, 12.9 s for 8,000 items against 1.5 s), so the index does not do it.
 
 Usage::
 
@@ -38,7 +42,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections import Counter
 from dataclasses import dataclass
 
 _NON_ALPHANUM = re.compile(r"[^a-z0-9]+")
@@ -109,27 +112,22 @@ def _features(ids: list[int]) -> list[int]:
 
 
 def _shared(needed: int) -> int:
-    """How many features a pair needing an overlap of `needed` must share within its prefixes (see `_probe_plan`)."""
+    """How many features a pair needing an overlap of `needed` must share within its prefixes."""
     return min(needed, 2)
 
 
-def _probe_plan(m: int, lengths: set[int], threshold: float) -> list[dict[int, tuple[int, int]]]:
-    """What a query of m tokens probes: for its i-th feature (rarest first), {stored length n: (stored prefix,
-    features to share)}.
-
-    At a stored length n where F > threshold is possible, needing an overlap of k, the two share at least s features
-    within the first m - k + s of the query's features and the first n - k + s of the stored one's, for any s <= k
-    (the s rarest shared features: k - s shared ones follow each of them). s = 2 lets pairs that share one rare token
-    and nothing else rare (a common frame around random words) never become candidates."""
+def _probe_plan(m: int, lengths: set[int], threshold: float) -> list[dict[int, int]]:
+    """What a query of m tokens probes: for its i-th feature (rarest first), {stored length n: how many features
+    a stored instruction of that length must share with the query within the prefixes}."""
     level = threshold - _MARGIN
-    plan: list[dict[int, tuple[int, int]]] = [{} for _ in range(m)]
+    plan: list[dict[int, int]] = [{} for _ in range(m)]
     for n in lengths:
         # F <= 2 * min(m, n) / (m + n): lengths too far apart cannot reach the threshold.
         if 2 * min(m, n) / (m + n) >= level:
             needed = max(1, math.ceil(level * (m + n) / 2))
             shared = _shared(needed)
             for rank in range(m - needed + shared):
-                plan[rank][n] = (n - needed + shared, shared)
+                plan[rank][n] = shared
     return plan
 
 
@@ -160,11 +158,10 @@ class RougeLIndex:
         # since then come before all others (rank -1), by id. Fixed between rebuilds, as both prefixes need.
         self._rank: dict[int, int] = {}
         self._rebuilt_at = 0
-        # feature -> stored length -> position j in the prefix -> ids of the stored instructions of that length whose
-        # j-th feature (rarest first) it is
-        self._postings: dict[int, dict[int, dict[int, list[int]]]] = {}
+        # feature -> stored length -> ids of the stored instructions of that length with the feature in their prefix
+        self._postings: dict[int, dict[int, list[int]]] = {}
         self._lengths: set[int] = set()
-        self._plans: dict[int, tuple[int, list[dict[int, tuple[int, int]]]]] = {}  # m -> (len(lengths), its plan)
+        self._plans: dict[int, tuple[int, list[dict[int, int]]]] = {}  # m -> (len(self._lengths), its probe plan)
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -186,9 +183,9 @@ class RougeLIndex:
         return doc
 
     def query(self, text: str) -> Match:
-        """The best F-measure of `text` against the stored instructions that share a token with it within both
-        prefixes (ties: the lowest id). Every instruction that scores above the threshold is among them, so the
-        match is the exact best whenever it is above the threshold; below, it is the best of those candidates."""
+        """The best F-measure of `text` against the candidates, the stored instructions that share one or two
+        features with it within both prefixes (ties: the lowest id). Every instruction that scores above the
+        threshold is a candidate, so the match is the exact best whenever it is above the threshold."""
         tokens = tokenize(text)
         if not tokens or not self._docs:
             return Match(0.0, None)
@@ -203,28 +200,24 @@ class RougeLIndex:
         if cached is None or cached[0] != len(self._lengths):
             cached = self._plans[m] = (len(self._lengths), _probe_plan(m, self._lengths, self.threshold))
         postings = self._postings
-        candidates: set[int] = set()  # pairs that need to share one feature
-        hits: list[int] = []  # pairs that need to share two: one entry per shared feature
+        candidates: set[int] = set()
+        once: set[int] = set()  # of the pairs that must share two features: those found once so far
         for feature, stored_prefixes in zip(self._ordered(features), cached[1]):
             by_length = postings.get(feature)
             if not by_length or not stored_prefixes:
                 continue
             # walk the shorter of the two maps
             if len(by_length) <= len(stored_prefixes):
-                pairs = [(by_position, stored_prefixes.get(n)) for n, by_position in by_length.items()]
+                pairs = [(docs, stored_prefixes.get(n)) for n, docs in by_length.items()]
             else:
-                pairs = [(by_length.get(n), prefix) for n, prefix in stored_prefixes.items()]
-            for by_position, prefix in pairs:
-                if by_position and prefix:
-                    stored_prefix, shared = prefix
-                    for position, docs in by_position.items():
-                        if position < stored_prefix:
-                            if shared == 1:
-                                candidates.update(docs)
-                            else:
-                                hits.extend(docs)
-        if hits:
-            candidates.update(doc for doc, count in Counter(hits).items() if count >= 2)
+                pairs = [(by_length.get(n), shared) for n, shared in stored_prefixes.items()]
+            for docs, shared in pairs:
+                if docs and shared:
+                    if shared == 1:
+                        candidates.update(docs)
+                    else:
+                        candidates.update(once.intersection(docs))
+                        once.update(docs)
         return self._best(ids, frozenset(features), candidates)
 
     def _ordered(self, features: list[int]) -> list[int]:
@@ -232,13 +225,13 @@ class RougeLIndex:
         return sorted(features, key=lambda feature: (rank.get(feature, -1), feature))
 
     def _index(self, doc: int, features: list[int]) -> None:
-        """Post a stored instruction under the features of its prefix: the longest prefix any query can need, for an
-        overlap of at least t * n / (2 - t) (the least F > t allows at this length)."""
+        """Post a stored instruction under the features of the longest prefix any query can need: for the least
+        overlap F > t allows at its length, t * n / (2 - t) (a query of t * n / (2 - t) tokens, all shared)."""
         n = len(features)
         level = self.threshold - _MARGIN
         needed = max(1, math.ceil(level * n / (2 - level)))
-        for position, feature in enumerate(self._ordered(features)[: n - needed + _shared(needed)]):
-            self._postings.setdefault(feature, {}).setdefault(n, {}).setdefault(position, []).append(doc)
+        for feature in self._ordered(features)[: n - needed + _shared(needed)]:
+            self._postings.setdefault(feature, {}).setdefault(n, []).append(doc)
 
     def _rebuild(self) -> None:
         """Re-rank the features by their frequencies now and post every stored instruction again: done each time
