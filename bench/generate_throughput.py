@@ -44,7 +44,7 @@ from servers import ScriptedServer, chat_reply, completion_reply, invented_words
 from apprentice.generate.config import GenerateConfig
 from apprentice.generate.run import generate
 from apprentice.models import Request, load_model
-from apprentice.models.spec import BackendOptions
+from apprentice.models.base import BackendOptions
 
 _VERBS = ["Describe", "Explain", "Compare", "Summarize", "Rewrite", "List", "Suggest", "Outline", "Evaluate"]
 

@@ -13,7 +13,8 @@ import time
 
 from apprentice.models import Request
 from apprentice.models.local import LocalModel
-from apprentice.models.spec import BackendOptions, local_model_dir, parse_spec
+from apprentice.models.base import BackendOptions
+from apprentice.models.spec import local_model_dir, parse_spec
 
 TOPICS = ["staying healthy", "saving money", "learning a language", "writing clearly", "sleeping better",
           "cooking rice", "planning a trip", "reading more", "public speaking", "growing tomatoes",

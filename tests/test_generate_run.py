@@ -507,7 +507,7 @@ def test_a_local_teachers_answers_are_what_apprentice_answer_gets(tmp_path, tiny
     from apprentice.generate.loop import Generation
     from apprentice.generate.seeds import load_seed_tasks
     from apprentice.models.local import LocalModel
-    from apprentice.models.spec import BackendOptions
+    from apprentice.models.base import BackendOptions
 
     model_dir = tiny_model_dir if chat else tiny_base_model_dir
     config = resolve(GenerateConfig(teacher=f"hf:{model_dir}", out=tmp_path / "run", num=2,

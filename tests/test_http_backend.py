@@ -9,7 +9,7 @@ import pytest
 from apprentice.errors import BackendError
 from apprentice.models import Request, load_model
 from apprentice.models.http import parse_retry_after
-from apprentice.models.spec import BackendOptions
+from apprentice.models.base import BackendOptions
 from servers import Reply, ScriptedServer, chat_reply, completion_reply
 
 FAST = BackendOptions(concurrency=4, timeout=1.0, max_retries=3)

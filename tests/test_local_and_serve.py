@@ -9,7 +9,7 @@ import pytest
 from apprentice.models import Request, load_model
 from apprentice.models.local import LocalModel, truncate_at_stop
 from apprentice.models.record import RecordedModel
-from apprentice.models.spec import BackendOptions
+from apprentice.models.base import BackendOptions
 from servers import ServeProcess
 
 

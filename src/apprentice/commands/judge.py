@@ -12,7 +12,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from apprentice.models.spec import SPEC_HELP, BackendOptions
+from apprentice.models.base import BackendOptions
+
+from apprentice.models.spec import SPEC_HELP
 
 console = Console()
 

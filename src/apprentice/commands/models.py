@@ -6,7 +6,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from apprentice.models.spec import SPEC_HELP, BackendOptions
+from apprentice.models.base import BackendOptions
+
+from apprentice.models.spec import SPEC_HELP
 
 console = Console()
 MODEL_HELP = f"The model to use ({SPEC_HELP})."

@@ -31,7 +31,8 @@ from apprentice.evaluate.prompts import EvalPrompt, load_prompts
 from apprentice.jsonfile import write_json_atomic
 from apprentice.models.base import Request
 from apprentice.runlock import hold
-from apprentice.models.spec import BackendOptions, ModelSpec, local_model_dir, model_identity, parse_spec
+from apprentice.models.base import BackendOptions
+from apprentice.models.spec import ModelSpec, local_model_dir, model_identity, parse_spec
 from apprentice.train.templates import ALPACA, Template, has_chat_template, saved_template
 
 

@@ -233,7 +233,8 @@ def score_model(spec_text: str, examples: Sequence[Example], batch_size: int, ma
 
     from apprentice.evaluate.answer import choose_style
     from apprentice.models.local import LocalModel
-    from apprentice.models.spec import BackendOptions, local_model_dir
+    from apprentice.models.base import BackendOptions
+    from apprentice.models.spec import local_model_dir
     from apprentice.train.templates import ChatTemplate
 
     spec = check_model_spec(spec_text)

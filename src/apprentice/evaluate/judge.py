@@ -45,7 +45,7 @@ from apprentice.evaluate.stats import TIE
 from apprentice.evaluate.verdict import Verdict, parse_verdict, second_probability, verdict_from_logprobs
 from apprentice.jsonfile import write_json_atomic
 from apprentice.models import Completion, Model, Request
-from apprentice.models.spec import BackendOptions
+from apprentice.models.base import BackendOptions
 from apprentice.runlock import hold
 
 ProgressCallback = Callable[[int, int], None]  # (requests answered, requests planned so far)

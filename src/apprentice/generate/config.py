@@ -21,7 +21,8 @@ from apprentice.errors import UserError
 from apprentice.generate.filters import FilterConfig
 from apprentice.generate.loop import ALPACA, INLINE_OUTPUTS, OUTPUT_SOURCES, SELF_INSTRUCT, STRATEGIES, \
     TEACHER_OUTPUTS, Plan
-from apprentice.models.spec import BackendOptions, ModelSpec, local_model_dir, model_identity, parse_spec
+from apprentice.models.base import BackendOptions
+from apprentice.models.spec import ModelSpec, local_model_dir, model_identity, parse_spec
 
 CHAT, COMPLETION = "chat", "completion"
 # Settings that decide which requests a run sends: a resumed run must keep them.

@@ -38,7 +38,9 @@ from apprentice.generate.seeds import SeedTask, load_seed_tasks
 from apprentice.generate.stats import RunStats
 from apprentice.models.base import Model
 from apprentice.models.record import RecordedModel, open_db
-from apprentice.models.spec import BackendOptions, load_model, model_identity, parse_spec
+from apprentice.models.base import BackendOptions
+from apprentice.models import load_model
+from apprentice.models.spec import model_identity, parse_spec
 from apprentice.runlock import hold
 
 STATS_EVERY_S = 2.0  # stats.json is rewritten this often during a run

@@ -101,3 +101,15 @@ class Model(ABC):
     def stats(self) -> dict:
         """Counters worth reporting (requests, retries, tokens); backends add their own."""
         return {}
+
+
+@dataclass
+class BackendOptions:
+    """Settings that apply to whichever backend a spec picks; each backend reads the ones it understands."""
+
+    concurrency: int = 8  # HTTP: requests in flight at once
+    prompts_per_request: int = 1  # HTTP completion API: up to this many prompts with equal settings in one request
+    timeout: float = 120.0  # HTTP: seconds per request before it is retried
+    max_retries: int = 6  # HTTP: tries after the first on 429/5xx/timeouts/dropped connections
+    batch_size: int = 16  # local: sequences generated together
+    device: str | None = None  # local: "cpu", "cuda", ...; default picks CUDA when present

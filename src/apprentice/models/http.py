@@ -27,7 +27,8 @@ import httpx
 
 from apprentice.errors import BackendError, UserError
 from apprentice.models.base import Completion, Model, Request
-from apprentice.models.spec import DEFAULT_OPENAI_URL, BackendOptions, ModelSpec
+from apprentice.models.base import BackendOptions
+from apprentice.models.spec import DEFAULT_OPENAI_URL, ModelSpec
 
 RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
 MAX_BACKOFF_S = 30.0

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from apprentice.errors import UserError
 from apprentice.models.base import Completion, Model, Request
-from apprentice.models.spec import BackendOptions, ModelSpec, local_model_dir
+from apprentice.models.base import BackendOptions
+from apprentice.models.spec import ModelSpec, local_model_dir
 
 
 def truncate_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:

@@ -1,7 +1,8 @@
 """Model specs, parsed in one place: `openai:MODEL[@URL[,URL...]]`, `hf:PATH_OR_ID`, `gguf:FILE`, `bundled:NAME`.
 
 `parse_spec` checks the syntax (and that local files exist) without loading anything, so a command can reject a bad
-spec before it starts work. `load_model` turns a spec into a ready `Model`.
+spec before it starts work. `apprentice.models.load_model` turns a spec into a ready `Model` (there, so that this
+module, the backends and the loader import in one direction: loader -> backends -> specs).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from apprentice.errors import UserError
-from apprentice.models.base import Model
 
 SPEC_HELP = (
     "model specs: openai:MODEL[@BASE_URL[,BASE_URL...]], hf:PATH_OR_ID, gguf:FILE, "
@@ -96,28 +96,3 @@ def local_model_dir(spec: ModelSpec | str) -> str:
     if spec.kind == "bundled":
         return str(converted_dir(bundled_gguf_path(spec.target)))
     raise UserError(f"{spec} is served over HTTP, not a local model")
-
-
-@dataclass
-class BackendOptions:
-    """Settings that apply to whichever backend a spec picks; each backend reads the ones it understands."""
-
-    concurrency: int = 8  # HTTP: requests in flight at once
-    prompts_per_request: int = 1  # HTTP completion API: up to this many prompts with equal settings in one request
-    timeout: float = 120.0  # HTTP: seconds per request before it is retried
-    max_retries: int = 6  # HTTP: tries after the first on 429/5xx/timeouts/dropped connections
-    batch_size: int = 16  # local: sequences generated together
-    device: str | None = None  # local: "cpu", "cuda", ...; default picks CUDA when present
-
-
-def load_model(spec: ModelSpec | str, options: BackendOptions | None = None) -> Model:
-    """Build the backend for a spec: HTTP for `openai:`, transformers for the rest."""
-    spec = parse_spec(spec) if isinstance(spec, str) else spec
-    options = options or BackendOptions()
-    if spec.kind == "openai":
-        from apprentice.models.http import OpenAIModel
-
-        return OpenAIModel.from_spec(spec, options)
-    from apprentice.models.local import LocalModel  # imports torch: only when a local model is asked for
-
-    return LocalModel.from_spec(spec, options)

@@ -23,7 +23,8 @@ from typing import Any
 
 from apprentice.errors import UserError
 from apprentice.generate.filters import FilterConfig
-from apprentice.models.spec import BackendOptions, parse_spec
+from apprentice.models.base import BackendOptions
+from apprentice.models.spec import parse_spec
 
 
 @dataclass

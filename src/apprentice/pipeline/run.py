@@ -221,7 +221,7 @@ def _fidelity(config: RunConfig, run_dir: Path, resuming: bool, console: Console
 
 def _judge(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -> None:
     from apprentice.evaluate.judge import judge_files
-    from apprentice.models.spec import BackendOptions
+    from apprentice.models.base import BackendOptions
 
     judge_files(run_dir / "answers" / "student.json", run_dir / "answers" / "teacher.json", config.judge_model,
                 run_dir / "judge" / "annotations.json", orders=config.judge.orders, seed=config.judge.seed,
