@@ -35,7 +35,8 @@ FILTER_OPTIONS = {"min_words", "max_words", "loop_compression", "echo_rouge"}
 
 
 def test_generate_options_match_the_dataclass():
-    assert options("generate") == (names(GenerateConfig) - {"filters", "window"}) | FILTER_OPTIONS
+    actions = {"estimate"}  # what to do with the settings, not a setting
+    assert options("generate") - actions == (names(GenerateConfig) - {"filters", "window"}) | FILTER_OPTIONS
     assert {"min_words", "max_words", "echo_rouge"} <= names(FilterConfig)  # loop_compression: loop_max_compression
 
 

@@ -74,6 +74,10 @@ def generate(
     loop_compression: float = typer.Option(
         0.15, "--loop-compression",
         help="Drop outputs (of 256+ characters) that zlib compresses below this ratio: repetition loops."),
+    estimate: bool = typer.Option(
+        False, "--estimate",
+        help="Send nothing: print the requests, tokens and cost to expect for the records still missing (measured "
+             "from OUT when it has records, else from the plan and stated assumptions), with a range."),
     echo_rouge: float = typer.Option(
         None, "--echo-rouge",
         help="Drop outputs whose ROUGE-L F with the input is above this (default off: editing tasks echo legitimately;"
@@ -96,6 +100,17 @@ def generate(
         filters=FilterConfig(min_words=min_words, max_words=max_words, loop_max_compression=loop_compression,
                              echo_rouge=echo_rouge),
     )
+    if estimate:
+        from apprentice.generate.config import resolve
+        from apprentice.generate.estimate import estimate_run, estimate_table, measured_basis
+        from apprentice.generate.seeds import load_seed_tasks
+        from apprentice.models.spec import model_identity, parse_spec
+
+        seeds_loaded = load_seed_tasks(seeds)
+        resolved = resolve(config)
+        console.print(estimate_table(estimate_run(resolved, seeds_loaded, measured_basis(
+            resolved, model_identity(parse_spec(teacher))))))
+        return
     result = run_generate(config, Console(stderr=True))
     console.print(summary_table(result.stats))
     if result.resumed_from:

@@ -18,14 +18,21 @@ def run(
     config: Path = typer.Argument(..., help="The run config (TOML): [teacher], [generate], [train], [eval], [judge]."),
     out: Path = typer.Option(None, "--out", help="Run directory (default: runs/<config file name>)."),
     from_stage: str = typer.Option(None, "--from", help=FROM_HELP),
+    estimate: bool = typer.Option(
+        False, "--estimate", help="Send nothing: print what the generate stage should take (requests, tokens, cost) "
+                                  "for the records still missing, as `apprentice generate --estimate` does."),
 ) -> None:
     """Run the whole loop (generate, train, answers, fidelity, judge, tally, report), skipping stages that are up
     to date, continuing interrupted ones, and never sending a model request that was already answered."""
     from apprentice.pipeline.config import load_config
-    from apprentice.pipeline.run import run_pipeline
+    from apprentice.pipeline.run import estimate_generate, run_pipeline
 
     loaded = load_config(config)
-    report = run_pipeline(loaded, out or Path("runs") / config.stem, from_stage, console)
+    run_dir = out or Path("runs") / config.stem
+    if estimate:
+        console.print(estimate_generate(loaded, run_dir))
+        return
+    report = run_pipeline(loaded, run_dir, from_stage, console)
     console.print(f"[bold green]done[/]: open {report}", highlight=False)
 
 

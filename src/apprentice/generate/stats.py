@@ -83,9 +83,11 @@ class RunStats:
     def progress_text(self) -> str:
         rate = self.answers / self.seconds if self.seconds > 0 else 0.0
         tokens = self.prompt_tokens + self.completion_tokens
+        # the data's cost so far per kept record, times the target: where the run is heading
+        projected = f" (~${self.data_cost_usd / self.kept * self.target:.2f} for {self.target:,})" if self.kept else ""
         return (f"accept {self.acceptance:.0%} · {rate:.{1 if rate >= 10 else 2}f} req/s · {self.answers} req "
                 f"({self.cached} cached) · "
-                f"{tokens:,} tok · ${self.cost_usd:.4f}")
+                f"{tokens:,} tok · ${self.cost_usd:.4f}{projected if self.price_in or self.price_out else ''}")
 
     def to_json(self) -> dict:
         return {

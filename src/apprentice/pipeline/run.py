@@ -107,6 +107,17 @@ def _generate_key(config: RunConfig) -> dict:
     return {key: resolved[key] for key in PLAN_KEYS if key != "window"}
 
 
+def estimate_generate(config: RunConfig, run_dir: Path):
+    """The generate stage's estimate (a table) for this config and run directory; sends and writes nothing."""
+    from apprentice.generate.config import resolve
+    from apprentice.generate.estimate import estimate_run, estimate_table, measured_basis
+    from apprentice.generate.seeds import load_seed_tasks
+
+    generate_config = resolve(_generate_config(config, run_dir))
+    basis = measured_basis(generate_config, _model(config.teacher.model))
+    return estimate_table(estimate_run(generate_config, load_seed_tasks(config.generate.seeds), basis))
+
+
 def _generate(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -> None:
     from apprentice.generate.run import generate
 
