@@ -117,7 +117,7 @@ def test_self_instruct_keeps_and_rejects_known_answers_with_their_reasons(tmp_pa
     assert stats["kept"] == 1 and stats["rejected"] == 7
     assert stats["rejected_by_reason"] == {"blacklisted_word": 1, "empty_output": 1, "near_duplicate": 2,
                                            "too_short": 1, "truncated": 1, "unparseable": 1}
-    assert stats["requests"] == {"answered": 5, "cached": 0, "paid": 5}
+    assert stats["requests"] == {"answered": 5, "cached": 0, "paid": 5, "failed": 0}
     assert stats["tokens"]["prompt"] == 25 and stats["tokens"]["completion"] == 35
     assert stats["cost_usd"] == pytest.approx((25 * 1.0 + 35 * 2.0) / 1e6)
     assert json.loads((out / "alpaca_data.json").read_text()) == [
@@ -567,3 +567,45 @@ def test_a_second_process_on_the_same_out_stops_with_one_line_naming_the_first(t
     # the lock went with its holder: the same command now finds the run done
     again = subprocess.run(_cli(server.url, out, seeds_file, 12), capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and _data(out) == records
+
+
+# ---- requests that fail after their retries: recorded, counted, and the run goes on --------------------------------
+
+def test_a_request_that_fails_after_its_retries_is_a_rejection_and_the_run_goes_on(tmp_path, seeds_file):
+    good = varied_teacher(delay=0)
+    broken = "juniper"  # every request whose prompt holds this word gets a 503, however often it is tried
+
+    def teacher(path, body):
+        if broken in _prompt(body):
+            return Reply(status=503, body={"error": {"message": "overloaded"}})
+        return good(path, body)
+
+    out = tmp_path / "run"
+    with ScriptedServer(teacher) as server:
+        proc = subprocess.run(_cli(server.url, out, seeds_file, 12, "--max-retries", "1"), capture_output=True,
+                              text=True, timeout=300)
+        tries = sum(broken in _prompt(body) for _, body in server.requests)
+    assert proc.returncode == 0, proc.stderr
+    failed = [r for r in _lines(out / "rejected.jsonl") if r["reason"] == "request_failed"]
+    assert failed and all(r["stage"] == "request" and "HTTP 503" in r["raw"] for r in failed)
+    assert tries == 2 * len(failed)  # each failed request was tried twice (--max-retries 1), then recorded
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["kept"] == 12 and stats["requests"]["failed"] == len(failed)
+    assert stats["rejected_by_reason"]["request_failed"] == len(failed) and "failed after their retries" in proc.stdout
+    # failures are not answers: nothing of them is in the call record, so a rerun would ask them again
+    import sqlite3
+
+    recorded = [json.loads(r[0]) for r in sqlite3.connect(out / "requests.sqlite").execute("SELECT request FROM calls")]
+    assert not any(broken in (r["prompt"] or r["messages"][-1]["content"]) for r in recorded)
+
+
+def test_a_teacher_that_fails_everything_stops_after_ten_in_a_row_with_one_line(tmp_path, seeds_file):
+    out = tmp_path / "run"
+    with ScriptedServer(lambda path, body: Reply(status=500, body={"error": {"message": "down"}})) as server:
+        proc = subprocess.run(_cli(server.url, out, seeds_file, 5, "--max-retries", "0"), capture_output=True,
+                              text=True, timeout=300)
+        sent = server.count()
+    [error] = [line for line in proc.stderr.splitlines() if line.startswith("error:")]  # after the progress bar
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "failed 10 requests in a row" in error and "HTTP 500" in error
+    assert 10 <= sent <= 10 + 4  # at most what was in flight (--concurrency 4) when the tenth failure came back

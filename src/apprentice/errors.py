@@ -7,3 +7,8 @@ class UserError(Exception):
 
 class BackendError(UserError):
     """A model backend failed in a way retries cannot mend (wrong model name, bad key, server gone)."""
+
+
+class RetriesExhausted(BackendError):
+    """One request still failed (429, 5xx, timeouts, dropped connections) after every retry: the server may mend,
+    so a long run records it and goes on (`BackendOptions.keep_going`)."""

@@ -49,7 +49,7 @@ from apprentice.generate.prompts import (
 from apprentice.generate.rouge import RougeLIndex
 from apprentice.generate.seeds import SeedTask
 from apprentice.generate.parse import TRUNCATED
-from apprentice.models.base import Completion, Request
+from apprentice.models.base import FAILED, Completion, Request
 from apprentice.train.templates import ALPACA as ALPACA_TEMPLATE
 from apprentice.train.templates import user_message
 
@@ -61,6 +61,7 @@ OUTPUT_SOURCES = (TEACHER_OUTPUTS, INLINE_OUTPUTS)
 
 NEAR_DUPLICATE = "near_duplicate"
 REQUEST_CAP = "request_cap"
+REQUEST_FAILED = "request_failed"
 
 # Example tasks in an instance prompt are drawn from seeds at most this long (instruction + input + output), when
 # there are enough of them: long demonstrations crowd a small teacher's context.
@@ -313,6 +314,12 @@ class Generation:
 
     def _commit(self, job: Job, completion: Completion) -> Outcome:
         outcome = Outcome(job, completion)
+        if completion.finish_reason == FAILED:  # what it would have proposed (or answered) is lost, not guessed
+            self._reject(outcome, REQUEST_FAILED, "request", input_text=job.input,
+                         raw=str(completion.raw.get("error", "")))
+            if job.kind in ("alpaca", "bootstrap"):
+                self.generators_committed += 1
+            return outcome
         if job.kind == "alpaca":
             items = parse_alpaca_tasks(completion.text, job.first_number, completion.finish_reason,
                                        self.plan.alpaca_limit)

@@ -28,7 +28,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from apprentice.errors import UserError
+from apprentice.errors import BackendError, UserError
 from apprentice.generate import store
 from apprentice.generate.budget import Budget
 from apprentice.generate.config import GenerateConfig, check_resumable, plan_of, resolve, to_json
@@ -36,7 +36,7 @@ from apprentice.generate.dispatch import Dispatcher
 from apprentice.generate.loop import Generation, Outcome
 from apprentice.generate.seeds import SeedTask, load_seed_tasks
 from apprentice.generate.stats import RunStats
-from apprentice.models.base import Model
+from apprentice.models.base import FAILED, Model
 from apprentice.models.record import RecordedModel, open_db
 from apprentice.models.base import BackendOptions
 from apprentice.models import load_model
@@ -44,6 +44,8 @@ from apprentice.models.spec import model_identity, parse_spec
 from apprentice.runlock import hold
 
 STATS_EVERY_S = 2.0  # stats.json is rewritten this often during a run
+# this many requests in a row failing after their retries means the teacher is down, not unlucky: stop
+MAX_FAILURES_IN_A_ROW = 10
 _IDENTITY = ("instruction", "input", "output")
 
 
@@ -146,7 +148,8 @@ def _generate_locked(config: GenerateConfig, saved: dict | None, current: dict, 
             spec = parse_spec(config.teacher)
             model = load_model(spec, BackendOptions(concurrency=config.concurrency, batch_size=config.concurrency,
                                                     prompts_per_request=config.prompts_per_request,
-                                                    timeout=config.timeout, max_retries=config.max_retries))
+                                                    timeout=config.timeout, max_retries=config.max_retries,
+                                                    keep_going=True))
             try:
                 try:
                     status = _run(model, config, seeds, stats, existing, len(rejected), segment, console)
@@ -195,6 +198,7 @@ def _run(model: Model, config: GenerateConfig, seeds: list[SeedTask], stats: Run
                TimeElapsedColumn())
     last_stats = time.monotonic()
     ended = cost_capped = False
+    failures = 0  # requests in a row that failed after their retries
     try:
         with Progress(*columns, console=console) as progress:
             bar = progress.add_task("generate", total=config.num, completed=stats.kept, info=stats.progress_text())
@@ -203,6 +207,11 @@ def _run(model: Model, config: GenerateConfig, seeds: list[SeedTask], stats: Run
                 answer = dispatcher.get(timeout=1.0)
                 if answer is not None:
                     gate.release(answer[0])
+                    failures = failures + 1 if answer[1].finish_reason == FAILED else 0
+                    if failures >= MAX_FAILURES_IN_A_ROW:
+                        raise BackendError(f"the teacher failed {failures} requests in a row, each after its "
+                                           f"retries (last: {answer[1].raw.get('error')}); the records kept so far "
+                                           f"are in {config.out}: rerun when it answers again")
                     stats.add_answer(answer[1])
                     for outcome in state.receive(*answer):
                         sink.write(outcome)

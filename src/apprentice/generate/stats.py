@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from rich.table import Table
 
-from apprentice.models.base import Completion
+from apprentice.models.base import FAILED, Completion
 
 
 @dataclass
@@ -30,6 +30,7 @@ class RunStats:
     rejected: Counter = field(default_factory=Counter)  # reason code -> count
     answers: int = 0
     cached: int = 0
+    failed: int = 0  # requests that failed after their retries (counted as answered, never paid)
     prompt_tokens: int = 0  # every answer, cached or paid
     completion_tokens: int = 0
     paid_prompt_tokens: int = 0
@@ -39,6 +40,9 @@ class RunStats:
 
     def add_answer(self, completion: Completion) -> None:
         self.answers += 1
+        if completion.finish_reason == FAILED:
+            self.failed += 1
+            return
         self.prompt_tokens += completion.prompt_tokens
         self.completion_tokens += completion.completion_tokens
         if completion.cached:
@@ -49,7 +53,7 @@ class RunStats:
 
     @property
     def paid(self) -> int:
-        return self.answers - self.cached
+        return self.answers - self.cached - self.failed
 
     def stop(self) -> None:
         """The run's clock stops here (the first call counts): waiting for surplus answers still in flight, writing
@@ -96,7 +100,7 @@ class RunStats:
             "rejected": sum(self.rejected.values()),
             "rejected_by_reason": dict(sorted(self.rejected.items())),
             "acceptance_rate": round(self.acceptance, 4),
-            "requests": {"answered": self.answers, "cached": self.cached, "paid": self.paid},
+            "requests": {"answered": self.answers, "cached": self.cached, "paid": self.paid, "failed": self.failed},
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens,
                        "paid_prompt": self.paid_prompt_tokens, "paid_completion": self.paid_completion_tokens},
             "price_per_million": {"input": self.price_in, "output": self.price_out},
@@ -118,6 +122,8 @@ def summary_table(stats: RunStats) -> Table:
         table.add_row(f"  {reason}", str(count))
     table.add_row("acceptance rate", f"{stats.acceptance:.1%}")
     table.add_row("requests (cached / paid)", f"{stats.answers} ({stats.cached} / {stats.paid})")
+    if stats.failed:
+        table.add_row("  failed after their retries", str(stats.failed))
     table.add_row("tokens in / out", f"{stats.prompt_tokens:,} / {stats.completion_tokens:,}")
     table.add_row("cost paid now / of the data", f"${stats.cost_usd:.4f} / ${stats.data_cost_usd:.4f}")
     table.add_row("time", f"{stats.seconds:.1f} s")

@@ -57,10 +57,13 @@ class Request:
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+FAILED = "error"  # a request that failed after its retries (`BackendOptions.keep_going`): no text, raw["error"]
+
+
 @dataclass
 class Completion:
     text: str
-    finish_reason: str  # "stop" (EOS or a stop string) or "length" (max_tokens reached)
+    finish_reason: str  # "stop" (EOS or a stop string), "length" (max_tokens reached) or FAILED
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False
@@ -113,3 +116,6 @@ class BackendOptions:
     max_retries: int = 6  # HTTP: tries after the first on 429/5xx/timeouts/dropped connections
     batch_size: int = 16  # local: sequences generated together
     device: str | None = None  # local: "cpu", "cuda", ...; default picks CUDA when present
+    # HTTP: a request that still fails after its retries comes back as a Completion with finish_reason FAILED (and
+    # the error in raw) instead of stopping the stream; a wrong model name or key still raises at once
+    keep_going: bool = False

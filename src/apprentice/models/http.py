@@ -25,9 +25,8 @@ from dataclasses import dataclass, field, replace
 
 import httpx
 
-from apprentice.errors import BackendError, UserError
-from apprentice.models.base import Completion, Model, Request
-from apprentice.models.base import BackendOptions
+from apprentice.errors import BackendError, RetriesExhausted, UserError
+from apprentice.models.base import FAILED, BackendOptions, Completion, Model, Request
 from apprentice.models.spec import DEFAULT_OPENAI_URL, ModelSpec
 
 RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -322,7 +321,7 @@ class _Sender:
                 self.stats.prompt_tokens += completion.prompt_tokens
                 self.stats.completion_tokens += completion.completion_tokens
             return completions
-        raise BackendError(f"request failed after {self.options.max_retries + 1} tries; last error: {last_error}")
+        raise RetriesExhausted(f"request failed after {self.options.max_retries + 1} tries; last error: {last_error}")
 
 
 class OpenAIModel(Model):
@@ -377,7 +376,13 @@ class OpenAIModel(Model):
         try:
             for _ in requests:
                 index, future = out.get()
-                yield index, future.result()  # re-raises the request's error in the consuming thread
+                try:
+                    completion = future.result()  # re-raises the request's error in the consuming thread
+                except RetriesExhausted as exc:
+                    if not self.options.keep_going:
+                        raise
+                    completion = Completion("", FAILED, raw={"error": str(exc)})
+                yield index, completion
         finally:
             for future in futures:  # a stream left early (or failed) drops its requests still waiting for a slot
                 future.cancel()

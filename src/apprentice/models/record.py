@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from apprentice.models.base import Completion, Model, Request
+from apprentice.models.base import FAILED, Completion, Model, Request
 from apprentice.sqlitedb import Migration, apply_migrations, use_wal
 
 
@@ -84,10 +84,11 @@ class RecordedModel(Model):
         started = time.monotonic()
         for position, completion in self.inner.stream([requests[i] for i in missing]):
             index = missing[position]
-            # the backend's own time when it reports one; else time since the stream began (an upper bound)
-            seconds = completion.seconds if completion.seconds is not None else time.monotonic() - started
-            self._record(requests[index], completion, seconds)
-            self.paid_calls += 1
+            if completion.finish_reason != FAILED:  # a failed request is not an answer: a rerun asks it again
+                # the backend's own time when it reports one; else time since the stream began (an upper bound)
+                seconds = completion.seconds if completion.seconds is not None else time.monotonic() - started
+                self._record(requests[index], completion, seconds)
+                self.paid_calls += 1
             yield index, completion
 
     def _record(self, request: Request, completion: Completion, seconds: float) -> None:
