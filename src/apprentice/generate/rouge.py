@@ -116,18 +116,23 @@ def _shared(needed: int) -> int:
     return min(needed, 2)
 
 
-def _probe_plan(m: int, lengths: set[int], threshold: float) -> list[dict[int, int]]:
-    """What a query of m tokens probes: for its i-th feature (rarest first), {stored length n: how many features
-    a stored instruction of that length must share with the query within the prefixes}."""
+def _probe_plan(m: int, longest: int, threshold: float) -> list[tuple[int, int, int]]:
+    """What a query of m tokens probes, for each of its features (rarest first) that it probes at all: the stored
+    lengths lo..hi to look at, and up to which of them one shared feature makes a candidate (two above).
+
+    Both are ranges: lengths at which F > threshold is possible are contiguous, and the overlap k they need grows with
+    n, so the query's prefix m - k + s shrinks."""
     level = threshold - _MARGIN
-    plan: list[dict[int, int]] = [{} for _ in range(m)]
-    for n in lengths:
-        # F <= 2 * min(m, n) / (m + n): lengths too far apart cannot reach the threshold.
-        if 2 * min(m, n) / (m + n) >= level:
-            needed = max(1, math.ceil(level * (m + n) / 2))
-            shared = _shared(needed)
-            for rank in range(m - needed + shared):
-                plan[rank][n] = shared
+    # F <= 2 * min(m, n) / (m + n): lengths too far apart cannot reach the threshold.
+    needs = [(n, max(1, math.ceil(level * (m + n) / 2))) for n in range(1, longest + 1)
+             if 2 * min(m, n) / (m + n) >= level]
+    plan = []
+    for rank in range(m):
+        allowed = [(n, needed) for n, needed in needs if rank < m - needed + _shared(needed)]
+        if not allowed:
+            break
+        single = [n for n, needed in allowed if _shared(needed) == 1]
+        plan.append((allowed[0][0], allowed[-1][0], single[-1] if single else 0))
     return plan
 
 
@@ -160,8 +165,8 @@ class RougeLIndex:
         self._rebuilt_at = 0
         # feature -> stored length -> ids of the stored instructions of that length with the feature in their prefix
         self._postings: dict[int, dict[int, list[int]]] = {}
-        self._lengths: set[int] = set()
-        self._plans: dict[int, tuple[int, list[dict[int, int]]]] = {}  # m -> (len(self._lengths), its probe plan)
+        self._longest = 0  # tokens in the longest stored instruction
+        self._plans: dict[int, tuple[int, list[tuple[int, int, int]]]] = {}  # m -> (self._longest, its probe plan)
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -173,7 +178,7 @@ class RougeLIndex:
         features = _features(ids)
         self._docs.append(ids)
         self._feature_sets.append(frozenset(features))
-        self._lengths.add(len(ids))
+        self._longest = max(self._longest, len(ids))
         for feature in features:
             self._frequency[feature] = self._frequency.get(feature, 0) + 1
         if doc + 1 >= max(64, 2 * self._rebuilt_at):
@@ -197,27 +202,26 @@ class RougeLIndex:
         features = _features(ids)
         m = len(ids)
         cached = self._plans.get(m)
-        if cached is None or cached[0] != len(self._lengths):
-            cached = self._plans[m] = (len(self._lengths), _probe_plan(m, self._lengths, self.threshold))
+        if cached is None or cached[0] != self._longest:
+            cached = self._plans[m] = (self._longest, _probe_plan(m, self._longest, self.threshold))
         postings = self._postings
         candidates: set[int] = set()
         once: set[int] = set()  # of the pairs that must share two features: those found once so far
-        for feature, stored_prefixes in zip(self._ordered(features), cached[1]):
+        for feature, (lo, hi, single) in zip(self._ordered(features), cached[1]):
             by_length = postings.get(feature)
-            if not by_length or not stored_prefixes:
+            if not by_length:
                 continue
-            # walk the shorter of the two maps
-            if len(by_length) <= len(stored_prefixes):
-                pairs = [(docs, stored_prefixes.get(n)) for n, docs in by_length.items()]
+            # walk the shorter of the two: the feature's lengths or the range
+            if len(by_length) <= hi - lo + 1:
+                buckets = [(n, docs) for n, docs in by_length.items() if lo <= n <= hi]
             else:
-                pairs = [(by_length.get(n), shared) for n, shared in stored_prefixes.items()]
-            for docs, shared in pairs:
-                if docs and shared:
-                    if shared == 1:
-                        candidates.update(docs)
-                    else:
-                        candidates.update(once.intersection(docs))
-                        once.update(docs)
+                buckets = [(n, by_length[n]) for n in range(lo, hi + 1) if n in by_length]
+            for n, docs in buckets:
+                if n <= single:
+                    candidates.update(docs)
+                else:
+                    candidates.update(once.intersection(docs))
+                    once.update(docs)
         return self._best(ids, frozenset(features), candidates)
 
     def _ordered(self, features: list[int]) -> list[int]:
