@@ -122,7 +122,7 @@ def test_threshold_is_strict(threshold, text, is_duplicate):
 
 
 def test_many_candidates_and_long_texts_score_exactly():
-    """Enough candidates to score them in packed lanes, texts over 64 and 256 tokens, repeated tokens."""
+    """Many candidates sharing frequent tokens, texts over 64 and 256 tokens, repeated tokens."""
     rng = random.Random(2)
     words = "the a of write give list short story poem about three tips for".split()
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, 90))) for _ in range(300)]
