@@ -29,9 +29,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from apprentice.errors import UserError
 from apprentice.evaluate.prompts import EvalPrompt, load_prompts
 from apprentice.jsonfile import write_json_atomic
-from apprentice.models.base import Request
+from apprentice.models.base import BackendOptions, Request
 from apprentice.runlock import hold
-from apprentice.models.base import BackendOptions
 from apprentice.models.spec import ModelSpec, local_model_dir, model_identity, parse_spec
 from apprentice.train.templates import ALPACA, Template, has_chat_template, saved_template
 

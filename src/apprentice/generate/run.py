@@ -36,10 +36,9 @@ from apprentice.generate.dispatch import Dispatcher
 from apprentice.generate.loop import Generation, Outcome
 from apprentice.generate.seeds import SeedTask, load_seed_tasks
 from apprentice.generate.stats import RunStats
-from apprentice.models.base import FAILED, Model
-from apprentice.models.record import RecordedModel, open_db
-from apprentice.models.base import BackendOptions
 from apprentice.models import load_model
+from apprentice.models.base import FAILED, BackendOptions, Model
+from apprentice.models.record import RecordedModel, open_db
 from apprentice.models.spec import model_identity, parse_spec
 from apprentice.runlock import hold
 

@@ -14,8 +14,7 @@ from itertools import groupby
 from pathlib import Path
 
 from apprentice.errors import UserError
-from apprentice.models.base import Completion, Model, Request
-from apprentice.models.base import BackendOptions
+from apprentice.models.base import BackendOptions, Completion, Model, Request
 from apprentice.models.spec import ModelSpec, local_model_dir
 
 
