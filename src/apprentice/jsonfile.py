@@ -112,6 +112,24 @@ def parse_jsonl(path: Path, text: str) -> list[tuple[Where, object]]:
     return records
 
 
+def read_log_lines(path: Path) -> tuple[list[tuple[Where, dict[str, Any]]], int, int]:
+    """The objects on the complete lines of a JSONL log that a process appends to, one record per line: everything
+    up to the last newline, strictly (a bad complete line is an error naming it). Returns (objects, bytes up to the
+    last newline, bytes in the file): whatever follows the last newline is a record being written, or torn by a
+    kill, and is never read; a writer that resumes cuts it off (`cut_torn_tail`)."""
+    data = path.read_bytes()
+    complete = data.rfind(b"\n") + 1
+    values = parse_jsonl(path, decode_text(path, data[:complete]))
+    return [(where, require_object(value, where)) for where, value in values], complete, len(data)
+
+
+def cut_torn_tail(path: Path, complete: int, size: int) -> None:
+    """Cut a log back to its last newline (what `read_log_lines` read), so that the next record starts a line."""
+    if complete < size:
+        with open(path, "r+b") as handle:
+            handle.truncate(complete)
+
+
 def parse_json_list(path: Path, text: str) -> list[tuple[Where, object]]:
     """The items of a file holding one JSON list, with their indexes."""
     try:

@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from apprentice.errors import UserError
 from apprentice.evaluate.prompts import EvalPrompt, load_prompts
-from apprentice.jsonfile import write_json_atomic
+from apprentice.jsonfile import cut_torn_tail, read_log_lines, write_json_atomic
 from apprentice.models.base import BackendOptions, Request
 from apprentice.runlock import hold
 from apprentice.models.spec import ModelSpec, local_model_dir, model_identity, parse_spec
@@ -97,39 +97,35 @@ class Sidecar:
         self.settings = settings
 
     def read(self) -> dict[str, dict[str, Any]]:
-        """Answers saved by an earlier run with the same settings, by prompt text."""
+        """Answers saved by an earlier run with the same settings, by prompt text (a last line a kill cut short is
+        not one: that answer is simply made again)."""
         if not self.path.exists():
             return {}
-        lines = [line for line in self.path.read_text(encoding="utf-8").split("\n") if line.strip()]
+        lines = [record for _, record in read_log_lines(self.path)[0]]
         if not lines:
             return {}
-        try:
-            saved = json.loads(lines[0]).get("settings")
-        except (json.JSONDecodeError, AttributeError):
-            raise UserError(f"{self.path}: not an answer sidecar (no settings on its first line); delete it") from None
+        saved = lines[0].get("settings")
+        if not isinstance(saved, dict):
+            raise UserError(f"{self.path}: not an answer sidecar (no settings on its first line); delete it")
         if saved != self.settings:
-            changed = sorted(k for k in self.settings if saved is None or saved.get(k) != self.settings[k])
+            changed = sorted(k for k in self.settings if saved.get(k) != self.settings[k])
             raise UserError(
                 f"{self.path} holds answers made with other settings ({', '.join(changed)}): "
                 "rerun with the same ones, or delete it to start over"
             )
-        answers = {}
-        for line in lines[1:]:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # the last line of a killed run may be cut short; that answer is simply made again
-            answers[record["instruction"]] = record
-        return answers
+        return {record["instruction"]: record for record in lines[1:]}
 
     def open(self):
-        """Open for appending, writing the settings line first into a new (or empty) file."""
-        text = self.path.read_text(encoding="utf-8") if self.path.exists() else ""
+        """Open for appending, writing the settings line first into a new (or empty) file; a line a killed run cut
+        short is cut off first, so the next answer starts a line of its own."""
+        if self.path.exists():
+            records, complete, size = read_log_lines(self.path)
+            cut_torn_tail(self.path, complete, size)
+        else:
+            records = []
         handle = self.path.open("a", encoding="utf-8")
-        if not text.strip():
+        if not records:
             handle.write(json.dumps({"settings": self.settings}) + "\n")
-        elif not text.endswith("\n"):
-            handle.write("\n")  # end the line a killed run cut short, so the next answer starts a line of its own
         handle.flush()
         return handle
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from apprentice.errors import UserError
-from apprentice.jsonfile import decode_text, parse_jsonl, require_object
+from apprentice.jsonfile import cut_torn_tail, read_log_lines
 from apprentice.jsonfile import write_json_atomic  # noqa: F401 - the run writes its JSON files through store
 
 DATA = "data.jsonl"
@@ -63,16 +63,12 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     half-written: it is cut off the file. Any other bad line means the file was edited: one clear error."""
     if not path.exists():
         return []
-    data = path.read_bytes()
-    complete = data.rfind(b"\n") + 1
-    if complete < len(data):
-        with open(path, "r+b") as handle:
-            handle.truncate(complete)
     try:
-        text = decode_text(path, data[:complete])  # the file as it is now, read once
-        return [require_object(value, where) for where, value in parse_jsonl(path, text)]
+        records, complete, size = read_log_lines(path)
     except UserError as exc:
         raise UserError(f"{exc}; fix or remove the line to resume") from None
+    cut_torn_tail(path, complete, size)
+    return [record for _, record in records]
 
 
 def alpaca_records(records: list[dict[str, Any]]) -> list[dict[str, str]]:

@@ -13,7 +13,6 @@ half a page.
 
 from __future__ import annotations
 
-import json
 import tomllib
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +24,8 @@ from apprentice.evaluate.outputs import ModelOutput, load_outputs, read_json
 from apprentice.evaluate.stats import summarize
 from apprentice.evaluate.tally import read_annotations
 from apprentice.generate import store
-from apprentice.jsonfile import Where, get_str, parse_json_list, read_text, require_object, write_text_atomic
+from apprentice.jsonfile import Where, get_str, parse_json_list, read_log_lines, read_text, require_object, \
+    write_text_atomic
 from apprentice.pipeline import report_facts as facts
 from apprentice.pipeline import report_plots as plots
 from apprentice.train.templates import MANIFEST
@@ -310,23 +310,9 @@ def before_after_section(files: RunFiles, student: list[ModelOutput] | None) -> 
 
 
 def read_jsonl(path: Path) -> list[tuple[Where, dict[str, Any]]]:
-    """The objects of a JSONL file with their lines, read without changing the file. A last line without its
-    newline is a record still being written by a running stage and is left out; any other bad line is an error."""
-    text = path.read_text(encoding="utf-8", errors="replace")
-    lines = text.split("\n")
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if number == len(lines):  # unterminated: a writer is mid-record
-                break
-            raise UserError(f"{path}:{number}: invalid JSON ({exc.msg})") from None
-        where = Where(path, line=number)
-        records.append((where, require_object(value, where)))
-    return records
+    """The objects of a stage's JSONL log with their lines, read without changing the file: a last line without its
+    newline is a record a running stage is still writing and is left out; any other bad line is an error."""
+    return read_log_lines(path)[0]
 
 
 def _records(values: list[tuple[Where, Any]]) -> list[dict[str, Any]]:
