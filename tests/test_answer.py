@@ -82,7 +82,8 @@ def test_prompt_style_per_model(tiny_model_dir, tiny_base_model_dir, tmp_path):
     assert not forced.chat and forced.template is ALPACA
     base = choose_style(parse_spec(f"hf:{tiny_base_model_dir}"), False)
     assert not base.chat and base.template is ALPACA
-    request = base.request(_eval_prompt(), 7, 0.0)
+    prompt = _eval_prompt()
+    request = base.request(prompt.instruction, prompt.input, 7, 0.0)
     assert request.prompt == ALPACA.render_prompt("Translate into French.", "yes") and request.max_tokens == 7
 
 

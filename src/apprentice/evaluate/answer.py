@@ -32,7 +32,7 @@ from apprentice.jsonfile import cut_torn_tail, read_log_lines, write_json_atomic
 from apprentice.models.base import BackendOptions, Request
 from apprentice.runlock import hold
 from apprentice.models.spec import ModelSpec, local_model_dir, model_identity, parse_spec
-from apprentice.train.templates import ALPACA, Template, has_chat_template, saved_template
+from apprentice.train.templates import ALPACA, Template, has_chat_template, saved_template, user_message
 
 
 @dataclass
@@ -60,13 +60,15 @@ class PromptStyle:
     template: Template | None = None
     why: str = ""
 
-    def request(self, prompt: EvalPrompt, max_tokens: int, temperature: float) -> Request:
+    def request(self, instruction: str, input: str, max_tokens: int, temperature: float,
+                seed: int | None = None) -> Request:
+        """The request that puts one instruction (and its input) to the model; generate's teacher answers too."""
         if self.chat:
-            return Request(messages=({"role": "user", "content": prompt.text},), max_tokens=max_tokens,
-                           temperature=temperature)
+            return Request(messages=({"role": "user", "content": user_message(instruction, input)},),
+                           max_tokens=max_tokens, temperature=temperature, seed=seed)
         assert self.template is not None
-        return Request(prompt=self.template.render_prompt(prompt.instruction, prompt.input), max_tokens=max_tokens,
-                       temperature=temperature)
+        return Request(prompt=self.template.render_prompt(instruction, input), max_tokens=max_tokens,
+                       temperature=temperature, seed=seed)
 
 
 def choose_style(spec: ModelSpec, base_template: bool) -> PromptStyle:
@@ -173,7 +175,7 @@ def _generate(config: AnswerConfig, spec: ModelSpec, style: PromptStyle, todo: S
               sidecar: Sidecar, done: dict[str, dict[str, Any]], console: Console) -> None:
     from apprentice.models import load_model
 
-    requests = [style.request(p, config.max_tokens, config.temperature) for p in todo]
+    requests = [style.request(p.instruction, p.input, config.max_tokens, config.temperature) for p in todo]
     model = load_model(spec, BackendOptions(concurrency=config.concurrency, batch_size=config.batch_size,
                                             timeout=config.timeout, max_retries=config.max_retries))
     if config.cache and not spec.is_local:  # a local model's directory may be retrained in place: never cached

@@ -25,6 +25,7 @@ from apprentice.data import EVAL_INSTRUCTIONS, shipped
 from apprentice.errors import UserError
 from apprentice.generate.seeds import parse_instances
 from apprentice.jsonfile import Where, get_str, read_records, require_object
+from apprentice.train.templates import user_message
 
 SELF_INSTRUCT = "Self-Instruct evaluation JSONL"
 ALPACA = "Alpaca data"
@@ -42,7 +43,7 @@ class EvalPrompt:
     @property
     def text(self) -> str:
         """The instruction and, when non-empty, the input after a blank line (AlpacaEval's convention)."""
-        return f"{self.instruction}\n\n{self.input}" if self.input else self.instruction
+        return user_message(self.instruction, self.input)
 
 
 def detect_layout(record: dict[str, Any]) -> str:

@@ -154,7 +154,9 @@ def to_json(config: GenerateConfig) -> dict[str, Any]:
     return data
 
 
-def _plan_settings(settings: dict[str, Any]) -> dict[str, Any]:
+def plan_identity(settings: dict[str, Any]) -> dict[str, Any]:
+    """The request-deciding settings (`PLAN_KEYS`) of saved or current settings (`to_json`), as a resumed run must
+    keep them."""
     plan = {key: settings.get(key, _EARLIER_PLAN.get(key)) for key in PLAN_KEYS}
     if plan["outputs"] == INLINE_OUTPUTS:  # inline runs ask for no answers: those settings change nothing
         plan["answer_max_tokens"] = plan["answer_temperature"] = None
@@ -163,7 +165,7 @@ def _plan_settings(settings: dict[str, Any]) -> dict[str, Any]:
 
 def check_resumable(saved: dict[str, Any], current: dict[str, Any], out: Path) -> None:
     """Refuse to continue a run whose request-deciding settings differ from this invocation's."""
-    saved_plan, current_plan = _plan_settings(saved), _plan_settings(current)
+    saved_plan, current_plan = plan_identity(saved), plan_identity(current)
     for key in PLAN_KEYS:
         if saved_plan[key] != current_plan[key]:
             option = {"teacher_model": "teacher", "seeds_sha256": "seeds file content"}.get(key, key)

@@ -28,6 +28,7 @@ from apprentice.generate.filters import FilterConfig
 from apprentice.generate.loop import SELF_INSTRUCT, Generation, Plan
 from apprentice.generate.prompts import instance_prompt
 from apprentice.generate.seeds import SeedTask
+from apprentice.jsonfile import read_log_lines
 from apprentice.models.base import Request
 from rich.table import Table
 
@@ -57,20 +58,15 @@ class Estimate:
 
 
 def measured_basis(config: GenerateConfig, backend: str) -> Measured | None:
-    """What OUT has so far (records, and the teacher's calls in its call record); None for a new run."""
-    from apprentice.models.record import open_db
+    """What OUT has so far (records, and the teacher's calls in its call record); None for a new run. Read only:
+    an estimate changes nothing in OUT."""
+    from apprentice.models.record import usage
 
-    records = len(store.read_log(config.out / store.DATA)) if (config.out / store.DATA).is_file() else 0
-    cache = Path(config.cache) if config.cache else None
-    if records == 0 or cache is None or not cache.is_file():
+    data = config.out / store.DATA
+    records = len(read_log_lines(data)[0]) if data.is_file() else 0
+    if records == 0 or config.cache is None:
         return None
-    db = open_db(cache)
-    try:
-        requests, prompt, completion = db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) FROM calls "
-            "WHERE backend = ?", (backend,)).fetchone()
-    finally:
-        db.close()
+    requests, prompt, completion = usage(Path(config.cache), backend)
     return Measured(records, requests, prompt, completion) if requests else None
 
 

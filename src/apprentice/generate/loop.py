@@ -50,8 +50,8 @@ from apprentice.generate.rouge import RougeLIndex
 from apprentice.generate.seeds import SeedTask
 from apprentice.generate.parse import TRUNCATED
 from apprentice.models.base import FAILED, Completion, Request
+from apprentice.evaluate.answer import PromptStyle
 from apprentice.train.templates import ALPACA as ALPACA_TEMPLATE
-from apprentice.train.templates import user_message
 
 ALPACA = "alpaca"
 SELF_INSTRUCT = "self-instruct"
@@ -273,12 +273,9 @@ class Generation:
 
     def _create_answer(self, parent: Job, task: Task, similar: tuple[str, float]) -> None:
         """Ask the teacher the candidate's instruction as a user would: the reply becomes the record's output."""
-        if self.plan.answer_chat:
-            content = {"messages": ({"role": "user", "content": user_message(task.instruction, task.input)},)}
-        else:
-            content = {"prompt": ALPACA_TEMPLATE.render_prompt(task.instruction, task.input)}
-        request = Request(**content, max_tokens=self.plan.answer_max_tokens,
-                          temperature=self.plan.answer_temperature, seed=self.plan.seed)
+        style = PromptStyle(chat=True) if self.plan.answer_chat else PromptStyle(chat=False, template=ALPACA_TEMPLATE)
+        request = style.request(task.instruction, task.input, self.plan.answer_max_tokens,
+                                self.plan.answer_temperature, seed=self.plan.seed)
         self._new_job(kind="answer", request=request, seed_ids=parent.seed_ids, instruction=task.instruction,
                       parent=parent.id, example_ids=parent.example_ids, input=task.input,
                       inline_output=task.output, similar=similar)

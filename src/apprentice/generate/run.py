@@ -38,7 +38,7 @@ from apprentice.generate.seeds import SeedTask, load_seed_tasks
 from apprentice.generate.stats import RunStats
 from apprentice.models import load_model
 from apprentice.models.base import FAILED, BackendOptions, Model
-from apprentice.models.record import RecordedModel, open_db
+from apprentice.models.record import RecordedModel, is_recorded, open_db, usage
 from apprentice.models.spec import model_identity, parse_spec
 from apprentice.runlock import hold
 
@@ -169,13 +169,8 @@ def _generate_locked(config: GenerateConfig, saved: dict | None, current: dict, 
 
 def _paid(config: GenerateConfig, stats: RunStats) -> float:
     """USD the call record shows paid to this teacher (every invocation's requests), at today's prices."""
-    db = open_db(config.cache)
-    try:
-        tokens = db.execute("SELECT COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) FROM calls "
-                            "WHERE backend = ?", (model_identity(parse_spec(config.teacher)),)).fetchone()
-    finally:
-        db.close()
-    return stats.cost(tokens[0], tokens[1])
+    _, prompt_tokens, completion_tokens = usage(config.cache, model_identity(parse_spec(config.teacher)))
+    return stats.cost(prompt_tokens, completion_tokens)
 
 
 def _run(model: Model, config: GenerateConfig, seeds: list[SeedTask], stats: RunStats, existing: list[dict],
@@ -260,15 +255,12 @@ class _Gate:
         """Send held jobs while they fit; whether any was sent."""
         sent = False
         while self.held and (self.budget is None or self.budget.admit(
-                self.held[0].id, self.held[0].request, self._cached(self.held[0].request), self.stats.cost_usd)):
+                self.held[0].id, self.held[0].request, is_recorded(self.db, self.backend, self.held[0].request),
+                self.stats.cost_usd)):
             job = self.held.popleft()
             self.dispatcher.submit([(job.id, job.request)])
             sent = True
         return sent
-
-    def _cached(self, request) -> bool:
-        return self.db.execute("SELECT 1 FROM calls WHERE backend = ? AND key = ?",
-                               (self.backend, request.key())).fetchone() is not None
 
     def close(self) -> None:
         if self.db is not None:

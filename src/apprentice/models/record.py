@@ -48,6 +48,25 @@ def open_db(path: Path) -> sqlite3.Connection:
     return db
 
 
+def usage(path: Path, backend: str) -> tuple[int, int, int]:
+    """(calls, prompt tokens, completion tokens) the record at `path` holds for `backend`: what it was paid, each
+    call once; zeros when there is no record yet."""
+    if not path.is_file():
+        return 0, 0, 0
+    db = open_db(path)
+    try:
+        return db.execute("SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) "
+                          "FROM calls WHERE backend = ?", (backend,)).fetchone()
+    finally:
+        db.close()
+
+
+def is_recorded(db: sqlite3.Connection, backend: str, request: Request) -> bool:
+    """Whether the record answers `request` for `backend` (so sending it costs nothing)."""
+    return db.execute("SELECT 1 FROM calls WHERE backend = ? AND key = ?",
+                      (backend, request.key())).fetchone() is not None
+
+
 class RecordedModel(Model):
     """`model` with a SQLite cache and record at `db_path`. Cached completions come back with `cached=True`."""
 

@@ -99,12 +99,12 @@ def _generate_config(config: RunConfig, run_dir: Path):
 
 
 def _generate_key(config: RunConfig) -> dict:
-    """What decides generate's requests (generate/config.py's PLAN_KEYS, the teacher by model, not URL), but not
-    its lookahead, which a run fixes when it starts."""
-    from apprentice.generate.config import PLAN_KEYS, resolve, to_json
+    """What decides generate's requests (generate/config.py's `plan_identity`, the teacher by model, not URL), but
+    not its lookahead, which a run fixes when it starts."""
+    from apprentice.generate.config import plan_identity, resolve, to_json
 
-    resolved = to_json(resolve(_generate_config(config, Path("RUN"))))
-    return {key: resolved[key] for key in PLAN_KEYS if key != "window"}
+    plan = plan_identity(to_json(resolve(_generate_config(config, Path("RUN")))))
+    return {key: value for key, value in plan.items() if key != "window"}
 
 
 def estimate_generate(config: RunConfig, run_dir: Path):
