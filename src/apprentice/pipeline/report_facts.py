@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from apprentice.evaluate.fidelity import words as word_count  # one way to count an answer's words
 from apprentice.evaluate.stats import TIE, read_preference
 
 VERBS = frozenset("""
@@ -72,10 +73,6 @@ def verb_counts(instructions: Sequence[str], top: int = 15) -> tuple[list[tuple[
     """(the `top` root verbs with their counts, most frequent first; how many instructions have a root verb)."""
     verbs = Counter(v for v in map(root_verb, instructions) if v)
     return sorted(verbs.items(), key=lambda item: (-item[1], item[0]))[:top], sum(verbs.values())
-
-
-def word_count(text: str) -> int:
-    return len(text.split())
 
 
 def describe_lengths(texts: Sequence[str]) -> dict[str, Any]:
