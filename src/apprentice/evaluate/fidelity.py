@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from apprentice.errors import UserError
-from apprentice.evaluate.outputs import load_outputs, read_json
+from apprentice.evaluate.outputs import load_outputs
 from apprentice.generate.rouge import rouge_l_f, tokenize as rouge_tokenize
 from apprentice.train.data import Example
 from apprentice.train.templates import Template
@@ -183,15 +183,7 @@ def nll(model: Any, tokenizer: Any, template: Template, examples: Sequence[Examp
 
 def load_answers(path: str | Path) -> list[Answer]:
     """An AlpacaEval outputs file (checked by `load_outputs`), with each record's `finish_reason` when it has one."""
-    outputs = load_outputs(path)
-    raw = read_json(path, "an AlpacaEval outputs list")
-    answers = []
-    for index, (output, record) in enumerate(zip(outputs, raw)):  # type: ignore[arg-type]
-        reason = record.get("finish_reason")
-        if reason is not None and not isinstance(reason, str):
-            raise UserError(f"{path}: item {index}: 'finish_reason' must be a string, found {type(reason).__name__}")
-        answers.append(Answer(output.instruction, output.output, reason))
-    return answers
+    return [Answer(o.instruction, o.output, o.finish_reason) for o in load_outputs(path)]
 
 
 def check_model_spec(text: str):

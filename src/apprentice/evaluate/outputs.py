@@ -22,6 +22,7 @@ class ModelOutput:
     output: str
     generator: str
     dataset: str | None = None
+    finish_reason: str | None = None  # "stop" or "length" when the file says (apprentice answer writes it)
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ def load_outputs(path: str | Path) -> list[ModelOutput]:
                 raise UserError(f"{path}: item {index} has no {key!r}")
             if not isinstance(item[key], str):
                 raise UserError(f"{path}: item {index}: {key!r} must be a string, found {type(item[key]).__name__}")
-        for key in ("generator", "dataset"):
+        for key in ("generator", "dataset", "finish_reason"):
             if item.get(key) is not None and not isinstance(item[key], str):
                 raise UserError(f"{path}: item {index}: {key!r} must be a string, found {type(item[key]).__name__}")
         instruction = item["instruction"]
@@ -89,7 +90,7 @@ def load_outputs(path: str | Path) -> list[ModelOutput]:
             )
         first_seen[instruction] = index
         outputs.append(ModelOutput(instruction, item["output"], item.get("generator") or default_generator,
-                                   item.get("dataset")))
+                                   item.get("dataset"), item.get("finish_reason")))
     return outputs
 
 
