@@ -150,7 +150,7 @@ def nll(model: Any, tokenizer: Any, template: Template, examples: Sequence[Examp
     import torch
 
     from apprentice.train.data import tokenize
-    from apprentice.train.loop import _collate  # the training loop's own padding, so the batches are the same
+    from apprentice.train.loop import collate  # the training loop's own padding, so the batches are the same
     from apprentice.train.loss import ResponseLoss
 
     if batch_size < 1:
@@ -165,7 +165,7 @@ def nll(model: Any, tokenizer: Any, template: Template, examples: Sequence[Examp
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             batch = [data.sequences[i] for i in order[start : start + batch_size]]
-            input_ids, mask, labels = _collate(batch, pad_id, 1, device)
+            input_ids, mask, labels = collate(batch, pad_id, 1, device)
             batch_total, batch_count = loss(input_ids, mask, labels)
             total += float(batch_total)
             count += int(batch_count)

@@ -25,6 +25,8 @@ from apprentice.errors import UserError
 from apprentice.generate.filters import FilterConfig
 from apprentice.models.base import BackendOptions
 from apprentice.models.spec import parse_spec
+from apprentice.settings import toml_names
+from apprentice.train.loop import TrainConfig
 
 
 @dataclass
@@ -55,36 +57,6 @@ class GenerateSection:
 
 
 @dataclass
-class TrainSection:
-    base: str  # model spec of the student before training
-    template: str = "alpaca"
-    lora: bool = False
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_targets: str = "all-linear"
-    merge: bool = False
-    lr: float | None = None
-    epochs: int = 3
-    max_steps: int | None = None
-    max_len: int = 512
-    token_budget: int = 16384
-    micro_budget: int | None = None
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    seed: int = 42
-    save_every: int = 200
-    gradient_checkpointing: bool = False
-    compile: bool = False
-    precision: str = "auto"
-    cpu: bool = False  # train on the CPU even when a GPU is present
-    # run training as a separate multi-process job: a launcher prefix such as "torchrun --nproc_per_node 8" or
-    # "accelerate launch --config_file examples/accelerate_fsdp.yaml"; none trains in this process
-    launch: str | None = None
-
-
-@dataclass
 class EvalSection:
     prompts: Path | None = None  # evaluation prompts; none: the set shipped with apprentice
     limit: int | None = None  # answer only the first N prompts (a quick run)
@@ -112,7 +84,7 @@ class AnnotateSection:
 @dataclass
 class RunConfig:
     teacher: TeacherSection
-    train: TrainSection
+    train: TrainConfig  # [train]: `apprentice train`'s settings, but data and out, which are the run's
     generate: GenerateSection = field(default_factory=GenerateSection)
     eval: EvalSection = field(default_factory=EvalSection)
     judge: JudgeSection = field(default_factory=JudgeSection)
@@ -159,7 +131,7 @@ def _coerce(value: Any, hint: Any, where: str, base_dir: Path) -> Any:
 
 def _build(cls: type, table: dict, where: str, base_dir: Path) -> Any:
     hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in fields(cls)}
+    known = {f.name: f for f in fields(cls) if f.name in _keys(cls)}
     values = {}
     for key, value in table.items():
         name = key.replace("-", "_")
@@ -172,9 +144,25 @@ def _build(cls: type, table: dict, where: str, base_dir: Path) -> Any:
     return cls(**values)
 
 
+def _keys(cls: type) -> set[str]:
+    """The TOML keys of a table: a stage's settings dataclass says which of its fields are (`toml_names`)."""
+    if all(f.metadata for f in fields(cls)):
+        return toml_names(cls)
+    return {f.name for f in fields(cls)}
+
+
+def _section_class(section: str) -> type:
+    hint = typing.get_type_hints(RunConfig)[section]
+    return next(a for a in (typing.get_args(hint) or (hint,)) if a is not type(None))
+
+
+def section_keys(section: str) -> set[str]:
+    """The keys a run config's [section] takes."""
+    return _keys(_section_class(section))
+
+
 def parse_config(data: dict, base_dir: Path, source: str = "config") -> RunConfig:
     """Build and check a RunConfig from parsed TOML; every error names `source` and the key."""
-    hints = typing.get_type_hints(RunConfig)
     known = {f.name for f in fields(RunConfig)}
     for section, value in data.items():
         if section not in known:
@@ -187,8 +175,7 @@ def parse_config(data: dict, base_dir: Path, source: str = "config") -> RunConfi
     sections = {}
     for name in known:
         if name in data:
-            cls = next(a for a in (typing.get_args(hints[name]) or (hints[name],)) if a is not type(None))
-            sections[name] = _build(cls, data[name], f"{source}: [{name}]", base_dir)
+            sections[name] = _build(_section_class(name), data[name], f"{source}: [{name}]", base_dir)
     config = RunConfig(**sections)
     _check(config, source)
     return config
@@ -244,6 +231,8 @@ def to_toml(config: RunConfig) -> str:
         nested = []
         lines.append(f"[{table}]")
         for f in fields(obj):
+            if f.name not in _keys(type(obj)):
+                continue
             value = getattr(obj, f.name)
             if is_dataclass(value):
                 nested.append((f"{table}.{f.name}", value))

@@ -40,7 +40,7 @@ import shlex
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -49,6 +49,7 @@ from apprentice.errors import UserError
 from apprentice.jsonfile import write_json_atomic, write_text_atomic
 from apprentice.pipeline.config import RunConfig, to_toml
 from apprentice.runlock import hold
+from apprentice.settings import output_values
 
 STUDENT, TEACHER, BASE = "student", "teacher", "base"
 
@@ -134,38 +135,38 @@ def _generate(config: RunConfig, run_dir: Path, resuming: bool, console: Console
 
 
 def _train(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -> None:
-    from apprentice.train.loop import TrainConfig, train
+    from apprentice.train.loop import train
 
     out = run_dir / "student"
     resume = resuming and (out / "checkpoints").exists()
     if not resume and out.exists():  # interrupted before its first checkpoint: start over, keeping what was there
         _move_aside(run_dir, "train", ("student",), console)
-    settings = asdict(config.train)
-    launch = settings.pop("launch")
-    train_config = TrainConfig(**settings, data=str(run_dir / "generate" / "alpaca_data.json"), out=str(out),
-                               resume=resume)
-    if launch is None:
+    train_config = replace(config.train, data=str(run_dir / "generate" / "alpaca_data.json"), out=str(out),
+                           resume=resume)
+    if train_config.launch is None:
         train(train_config, console)
         return
-    command = [*shlex.split(launch), "-m", "apprentice", "train", *train_arguments(train_config)]
+    command = [*shlex.split(train_config.launch), "-m", "apprentice", "train", *train_arguments(train_config)]
     console.print(f"launching: {shlex.join(command)}", highlight=False)
     if subprocess.run(command).returncode != 0:
-        raise UserError(f"training failed under `{launch}` (its output is above); fix it and rerun to resume")
+        raise UserError(f"training failed under `{train_config.launch}` (its output is above); fix it and rerun to "
+                        "resume")
 
 
 def train_arguments(config) -> list[str]:
-    """`apprentice train` options that reproduce a TrainConfig: the fields that differ from their defaults (every
-    such field the run config can set is a command-line option), flags only when true."""
-    defaults = {f.name: f.default for f in fields(config)}
+    """`apprentice train` options that reproduce a TrainConfig: its command-line settings that differ from their
+    defaults (the required ones always), flags only when true."""
+    from apprentice.settings import cli_fields, flag_of
+
     arguments: list[str] = []
-    for name, value in asdict(config).items():
-        if value == defaults[name] and name not in ("base", "data", "out"):
+    for f, _ in cli_fields(type(config)):
+        value = getattr(config, f.name)
+        if value == f.default:
             continue
-        option = "--" + name.replace("_", "-")
         if isinstance(value, bool):
-            arguments += [option] if value else []
+            arguments += [flag_of(f)] if value else []
         elif value is not None:
-            arguments += [option, str(value)]
+            arguments += [flag_of(f), str(value)]
     return arguments
 
 
@@ -295,7 +296,7 @@ STAGES: tuple[Stage, ...] = (
                               "concurrency": c.teacher.concurrency,
                               "prompts_per_request": c.teacher.prompts_per_request}),
     Stage("train", ("generate/alpaca_data.json",), ("student",),
-          lambda c: {k: v for k, v in asdict(c.train).items() if k != "launch"}, _train),
+          lambda c: output_values(c.train), _train),
     Stage("references", (), ("answers/teacher.json", "answers/base.json", "answers/base_prompts.jsonl",
                              "eval_prompts.jsonl"),
           lambda c: {"teacher": _model(c.teacher.model), "base": c.train.base, "before_after": c.eval.before_after,

@@ -27,8 +27,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from apprentice.errors import UserError
-from apprentice.models.spec import local_model_dir, parse_spec
+from apprentice.models.spec import SPEC_HELP, local_model_dir, parse_spec
 from apprentice.runlock import LOCK_FILE, hold
+from apprentice.settings import setting
 from apprentice.train.batching import BatchPlan, pack, padded, share
 from apprentice.train.checkpoint import (
     keep_trainable_weights,
@@ -48,32 +49,52 @@ DEFAULT_TOKEN_BUDGET = 16384  # padded tokens per optimizer step; about Stanford
 
 @dataclass
 class TrainConfig:
-    base: str  # model spec of the starting point (hf:, gguf:, bundled:)
-    data: str  # Alpaca JSON or JSONL
-    out: str  # output directory: model, tokenizer, apprentice.json, metrics.jsonl, checkpoints/
-    template: str = "alpaca"  # "alpaca", "chat" or a TOML/JSON template file
-    lora: bool = False  # train LoRA adapters instead of every weight
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_targets: str = "all-linear"  # comma-separated module names; all-linear = attention + MLP projections
-    merge: bool = False  # LoRA: also write the merged model (adapter goes to OUT/adapter)
-    lr: float | None = None  # peak learning rate; None picks FULL_LR or LORA_LR
-    epochs: int = 3
-    max_steps: int | None = None  # optimizer steps; overrides epochs when set
-    max_len: int = 512  # tokens per example, prompt included; longer ones are cut
-    token_budget: int = DEFAULT_TOKEN_BUDGET  # padded tokens per optimizer step, over all processes
-    micro_budget: int | None = None  # padded tokens per forward pass per process (gradient accumulation); None = all
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    seed: int = 42
-    save_every: int = 200  # steps between checkpoints (one is also written at the end); 0 = only at the end
-    resume: bool = False
-    gradient_checkpointing: bool = False
-    compile: bool = False  # torch.compile the decoder; sequence lengths are padded to multiples of 64 to bound shapes
-    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU), "bf16" or "fp32"
-    cpu: bool = False  # train on the CPU even when a GPU is present
+    base: str = setting(help=f"The model to start from ({SPEC_HELP}; not openai:).")
+    # the run directory's files when the pipeline trains: no run-config keys
+    data: str | None = setting(None, "Training data: Alpaca JSON list or JSONL (instruction, input, output).", required=True,
+                        toml=False)
+    out: str | None = setting(None, "Output directory: model, tokenizer, apprentice.json, metrics.jsonl, checkpoints/.",
+                       required=True, toml=False)
+    template: str = setting(
+        "alpaca", "Prompt template: 'alpaca', 'chat' (the tokenizer's chat template) or a TOML/JSON file with "
+        "prompt_input and prompt_no_input.")
+    lora: bool = setting(False, "Train LoRA adapters instead of every weight.")
+    lora_rank: int = setting(16, "LoRA rank.")
+    lora_alpha: int = setting(32, "LoRA alpha (the update is scaled by alpha / rank).")
+    lora_dropout: float = setting(0.05, "Dropout on the LoRA input.")
+    lora_targets: str = setting(
+        "all-linear", "Comma-separated module names to adapt; all-linear = every attention and MLP projection.")
+    merge: bool = setting(False, "With --lora: write the merged model (adapter in OUT/adapter).")
+    lr: float | None = setting(None, f"Peak learning rate (default: {FULL_LR:g} full, {LORA_LR:g} LoRA).")
+    epochs: int = setting(3, "Passes over the data.")
+    max_steps: int | None = setting(None, "Stop after this many optimizer steps (overrides --epochs).")
+    max_len: int = setting(512, "Most tokens per example, prompt included; longer ones are cut.", unit="tokens")
+    token_budget: int = setting(
+        DEFAULT_TOKEN_BUDGET, "Padded tokens per optimizer step over all processes (examples x longest example).",
+        unit="tokens")
+    micro_budget: int | None = setting(
+        None, "Padded tokens per forward pass per process; smaller saves memory (gradient accumulation).",
+        unit="tokens")
+    warmup_ratio: float = setting(0.03, "Share of steps with linear warmup before the cosine decay.")
+    weight_decay: float = setting(0.0, "AdamW weight decay.")
+    grad_clip: float = setting(1.0, "Clip the gradient norm to this before each step.")
+    seed: int = setting(42, "Seed for the batch order and LoRA initialisation.")
+    save_every: int = setting(
+        200, "Steps between checkpoints (one is written at the end too); 0 = end only.", output=False)
+    # how the pipeline continues its own run, so not a run-config key
+    resume: bool = setting(False, "Continue the run in OUT from its newest checkpoint.", toml=False)
+    gradient_checkpointing: bool = setting(
+        False, "Recompute activations in the backward pass: less memory, about 30% slower.", output=False)
+    # sequence lengths are padded to multiples of 64 under compile, to bound the shapes it compiles for
+    compile: bool = setting(False, "torch.compile the decoder (lengths bucketed to 64).", output=False)
+    precision: str = setting("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16 or fp32.")
+    cpu: bool = setting(False, "Train on the CPU even when a GPU is present.")
+    # the run config's way to train on many processes; on the command line, run `apprentice train` under the
+    # launcher itself
+    launch: str | None = setting(
+        None, "Run training as a separate multi-process job: a launcher prefix such as 'torchrun --nproc_per_node 8' "
+        "or 'accelerate launch --config_file examples/accelerate_fsdp.yaml'; none trains in this process.",
+        cli=False, output=False)
 
     @property
     def peak_lr(self) -> float:
@@ -86,6 +107,8 @@ class TrainConfig:
 
 def check_config(config: TrainConfig) -> None:
     """Reject settings that cannot work, before anything is loaded."""
+    if config.data is None or config.out is None:
+        raise UserError("training needs its data (--data) and an output directory (--out)")
     if config.max_len < 2:
         raise UserError(f"--max-len must be at least 2, got {config.max_len}")
     if config.token_budget < padded(config.max_len, config.pad_multiple):
@@ -145,7 +168,7 @@ def _load_model(path: str, config: TrainConfig):
     return model
 
 
-def _collate(sequences: list[tuple[list[int], list[int]]], pad_id: int, multiple: int, device: Any):
+def collate(sequences: list[tuple[list[int], list[int]]], pad_id: int, multiple: int, device: Any):
     """Right-padded tensors; padding is masked out of attention and labels."""
     import torch
 
@@ -235,7 +258,7 @@ class Run:
         micro_batches = pack(mine, self.lengths, config.micro_budget or config.token_budget, config.pad_multiple)
         loss_sum = torch.zeros((), device=acc.device)
         for k, micro in enumerate(micro_batches):
-            tensors = _collate([self.sequences[i] for i in micro], self.pad_id, config.pad_multiple, acc.device)
+            tensors = collate([self.sequences[i] for i in micro], self.pad_id, config.pad_multiple, acc.device)
             last = k == len(micro_batches) - 1
             with nullcontext() if last else acc.no_sync(self.loss_module):  # sync gradients once per step
                 total, _count = self.loss_module(*tensors)
