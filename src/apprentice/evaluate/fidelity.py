@@ -26,7 +26,7 @@ import gc
 import math
 import re
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -245,7 +245,8 @@ def score_model(spec_text: str, examples: Sequence[Example], batch_size: int, ma
 
 def fidelity_report(teacher_file: str | Path, model_specs: Sequence[str], answer_files: Sequence[str | Path],
                     batch_size: int = 8, prompts_file: str | Path | None = None, max_len: int | None = None,
-                    device: str = "cpu", base_template: bool = False, console: Any = None) -> dict[str, Any]:
+                    device: str = "cpu", base_template: bool | Collection[str] = False,
+                    console: Any = None) -> dict[str, Any]:
     """Everything `apprentice fidelity` reports, as one JSON-ready dict:
 
     {"teacher": {"file", "prompts", "measures"},
@@ -253,7 +254,9 @@ def fidelity_report(teacher_file: str | Path, model_specs: Sequence[str], answer
                  "prompt_style"}, ...],                      # in the order given
      "answers": [{"file", "prompts", "missing", "extra", "measures", "teacher"}, ...]}   # in the order given
 
-    Every file and spec is checked before any model is loaded. `console` (rich) shows a progress bar over batches."""
+    `base_template`: score every model (True), or the specs listed, with the Alpaca template, as a base model is
+    asked. Every file and spec is checked before any model is loaded. `console` (rich) shows a progress bar over
+    batches."""
     from rich.console import Console
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -270,7 +273,8 @@ def fidelity_report(teacher_file: str | Path, model_specs: Sequence[str], answer
         columns = (TextColumn(f"[bold]nll[/] {escape(spec)}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with Progress(*columns, console=console, transient=True) as progress:
             task = progress.add_task("nll", total=len(examples))
-            models.append(score_model(spec, examples, batch_size, max_len, device, base_template,
+            as_base = base_template if isinstance(base_template, bool) else spec in base_template
+            models.append(score_model(spec, examples, batch_size, max_len, device, as_base,
                                       on_batch=lambda n: progress.advance(task, n)))
     return {"teacher": {"file": str(teacher_file), "prompts": len(teacher), "measures": measures(teacher, teacher)},
             "models": models, "answers": answers}

@@ -218,11 +218,11 @@ def _fidelity(config: RunConfig, run_dir: Path, resuming: bool, console: Console
     common = dict(batch_size=config.eval.batch_size, prompts_file=run_dir / "eval_prompts.jsonl",
                   max_len=config.train.max_len, console=console)
     behaviour = [answers / f"{who}.json" for who in (BASE, STUDENT) if (answers / f"{who}.json").is_file()]
+    base, student = config.train.base, f"hf:{run_dir / 'student'}"
     # the base model is scored with the Alpaca template, as it answered; the student with the template it learned
-    base = fidelity_report(answers / "teacher.json", [config.train.base], behaviour, base_template=True, **common)
-    student = fidelity_report(answers / "teacher.json", [f"hf:{run_dir / 'student'}"], [], **common)
-    report = {**base, "models": [{**base["models"][0], "role": BASE}, {**student["models"][0], "role": STUDENT}],
-              "answers": [{**item, "role": Path(item["file"]).stem} for item in base["answers"]]}
+    report = fidelity_report(answers / "teacher.json", [base, student], behaviour, base_template=[base], **common)
+    report["models"] = [{**report["models"][0], "role": BASE}, {**report["models"][1], "role": STUDENT}]
+    report["answers"] = [{**item, "role": Path(item["file"]).stem} for item in report["answers"]]
     write_json_atomic(run_dir / "fidelity.json", report)
     nll = {m["role"]: m["nll"] for m in report["models"]}
     change = nll[STUDENT] / nll[BASE] - 1

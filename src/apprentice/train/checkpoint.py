@@ -9,12 +9,12 @@ complete, so a kill mid-save leaves the previous checkpoint as the newest.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from apprentice.errors import UserError
+from apprentice.jsonfile import read_log_lines, write_text_atomic
 
 STATE_FILE = "trainer_state.json"
 _PREFIX = "step-"
@@ -74,11 +74,9 @@ def trim_metrics(metrics: Path, step: int) -> None:
     """Drop metric lines past the checkpoint a resumed run continues from (they will be logged again)."""
     if not metrics.exists():
         return
-    lines = [line for line in metrics.read_text().splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line)["step"] <= step]
-    partial = metrics.with_suffix(".partial")
-    partial.write_text("".join(line + "\n" for line in kept))
-    os.replace(partial, metrics)
+    records, _, _ = read_log_lines(metrics)  # a line torn by the kill is past every checkpoint: dropped with them
+    kept = [record for _, record in records if record["step"] <= step]
+    write_text_atomic(metrics, "".join(json.dumps(record) + "\n" for record in kept))
 
 
 def keep_trainable_weights(models: list[Any], weights: list[dict[str, Any]], _output_dir: str) -> None:
