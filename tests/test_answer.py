@@ -13,7 +13,7 @@ from servers import Reply, ScriptedServer, chat_reply
 from apprentice.errors import UserError
 from apprentice.evaluate.answer import AnswerConfig, answer, choose_style
 from apprentice.models.spec import parse_spec
-from apprentice.train.templates import ALPACA
+from apprentice.train.templates import ALPACA_TEMPLATE
 
 PROMPTS = [
     {"instruction": "Name a colour.", "input": "", "output": "red"},
@@ -79,12 +79,12 @@ def test_prompt_style_per_model(tiny_model_dir, tiny_base_model_dir, tmp_path):
     assert choose_style(parse_spec("openai:m"), False).chat
     assert choose_style(parse_spec(f"hf:{tiny_model_dir}"), False).chat  # has a chat template
     forced = choose_style(parse_spec(f"hf:{tiny_model_dir}"), True)
-    assert not forced.chat and forced.template is ALPACA
+    assert not forced.chat and forced.template is ALPACA_TEMPLATE
     base = choose_style(parse_spec(f"hf:{tiny_base_model_dir}"), False)
-    assert not base.chat and base.template is ALPACA
+    assert not base.chat and base.template is ALPACA_TEMPLATE
     prompt = _eval_prompt()
     request = base.request(prompt.instruction, prompt.input, 7, 0.0)
-    assert request.prompt == ALPACA.render_prompt("Translate into French.", "yes") and request.max_tokens == 7
+    assert request.prompt == ALPACA_TEMPLATE.render_prompt("Translate into French.", "yes") and request.max_tokens == 7
 
 
 def _eval_prompt():

@@ -26,7 +26,7 @@ from apprentice.evaluate.fidelity import (
     uses_markdown,
 )
 from apprentice.train.data import Example
-from apprentice.train.templates import ALPACA, ChatTemplate
+from apprentice.train.templates import ALPACA_TEMPLATE, ChatTemplate
 
 EXAMPLES = [
     Example("Name a colour.", "", "Red, like a ripe tomato."),
@@ -66,7 +66,7 @@ def _chat(tokenizer, e):
 
 
 def _alpaca(tokenizer, e):
-    return ALPACA.render_prompt(e.instruction, e.input), True
+    return ALPACA_TEMPLATE.render_prompt(e.instruction, e.input), True
 
 
 @pytest.mark.parametrize("which,render,kind", [("chat", _chat, "chat"), ("base", _alpaca, "alpaca")])
@@ -103,12 +103,12 @@ def test_max_len_cuts_as_training_does(tiny_base_model_dir):
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_base_model_dir)
     model = AutoModelForCausalLM.from_pretrained(tiny_base_model_dir, dtype=torch.float32).eval()
-    prompt_len = len(tokenizer(ALPACA.render_prompt("Name a colour.", "")).input_ids)
-    result = nll(model, tokenizer, ALPACA, [EXAMPLES[0], Example("x " * 200, "", "y")], batch_size=2,
+    prompt_len = len(tokenizer(ALPACA_TEMPLATE.render_prompt("Name a colour.", "")).input_ids)
+    result = nll(model, tokenizer, ALPACA_TEMPLATE, [EXAMPLES[0], Example("x " * 200, "", "y")], batch_size=2,
                  max_len=prompt_len + 2)
     assert (result.prompts, result.dropped, result.truncated, result.tokens) == (1, 1, 1, 2)
     with pytest.raises(UserError, match="no answer left to score"):
-        nll(model, tokenizer, ALPACA, [Example("x " * 200, "", "y")], batch_size=2, max_len=prompt_len + 2)
+        nll(model, tokenizer, ALPACA_TEMPLATE, [Example("x " * 200, "", "y")], batch_size=2, max_len=prompt_len + 2)
 
 
 def test_a_trained_student_is_scored_with_its_saved_template(tiny_base_model_dir, tmp_path):

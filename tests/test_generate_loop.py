@@ -183,7 +183,7 @@ def test_teacher_outputs_are_the_answers_and_do_not_depend_on_arrival_order(stra
 
 
 def test_teacher_outputs_without_a_chat_template_use_the_alpaca_template():
-    from apprentice.train.templates import ALPACA as ALPACA_TEMPLATE
+    from apprentice.train.templates import ALPACA_TEMPLATE
 
     kept, _, jobs = drive_teacher(make_teacher(answer_chat=False), "fifo")
     answers = {j.id: j for j in jobs if j.kind == "answer"}

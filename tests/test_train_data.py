@@ -11,7 +11,7 @@ from apprentice.errors import UserError
 from apprentice.train.batching import BatchPlan, pack, share
 from apprentice.train.data import IGNORE, Example, assemble, load_examples, render, tokenize
 from apprentice.train.templates import (
-    ALPACA,
+    ALPACA_TEMPLATE,
     ChatTemplate,
     TextTemplate,
     load_template_file,
@@ -39,7 +39,7 @@ ALPACA_CASES = [
 
 @pytest.mark.parametrize("name,instruction,input,expected", ALPACA_CASES, ids=[c[0] for c in ALPACA_CASES])
 def test_alpaca_template_text(name, instruction, input, expected):
-    assert ALPACA.render_prompt(instruction, input) == expected
+    assert ALPACA_TEMPLATE.render_prompt(instruction, input) == expected
 
 
 TEMPLATE_FILE_CASES = [
@@ -97,8 +97,8 @@ def test_saved_template_round_trip(tmp_path):
     assert saved_template(tmp_path, None) is None
     (tmp_path / "apprentice.json").write_text(json.dumps({"template": custom.to_json()}))
     assert saved_template(tmp_path, None) == custom
-    (tmp_path / "apprentice.json").write_text(json.dumps({"template": ALPACA.to_json()}))
-    assert saved_template(tmp_path, None) is ALPACA
+    (tmp_path / "apprentice.json").write_text(json.dumps({"template": ALPACA_TEMPLATE.to_json()}))
+    assert saved_template(tmp_path, None) is ALPACA_TEMPLATE
 
 
 # --- data loading --------------------------------------------------------------------------------------------------
@@ -160,12 +160,12 @@ def test_render_with_a_real_tokenizer(tiny_base_model_dir):
 
     tok = AutoTokenizer.from_pretrained(tiny_base_model_dir)
     example = Example("Give three tips for staying healthy.", "", "Eat well.")
-    ids, labels = render(example, ALPACA, tok, 512)
-    prompt_ids = tok(ALPACA.render_prompt(example.instruction, "")).input_ids
+    ids, labels = render(example, ALPACA_TEMPLATE, tok, 512)
+    prompt_ids = tok(ALPACA_TEMPLATE.render_prompt(example.instruction, "")).input_ids
     response_ids = tok("Eat well.", add_special_tokens=False).input_ids + [tok.eos_token_id]
     assert ids == prompt_ids + response_ids
     assert labels == [IGNORE] * len(prompt_ids) + response_ids
-    assert tok.decode(ids) == ALPACA.render_prompt(example.instruction, "") + "Eat well.<|endoftext|>"
+    assert tok.decode(ids) == ALPACA_TEMPLATE.render_prompt(example.instruction, "") + "Eat well.<|endoftext|>"
 
 
 def test_tokenize_drops_and_counts(tiny_base_model_dir):
@@ -174,9 +174,9 @@ def test_tokenize_drops_and_counts(tiny_base_model_dir):
     tok = AutoTokenizer.from_pretrained(tiny_base_model_dir)
     short = Example("Say hi.", "", "Hi.")
     long_prompt = Example("Say hi. " * 200, "", "Hi.")
-    prompt_len = len(tok(ALPACA.render_prompt(short.instruction, "")).input_ids)
+    prompt_len = len(tok(ALPACA_TEMPLATE.render_prompt(short.instruction, "")).input_ids)
     response_len = len(tok("Hi.", add_special_tokens=False).input_ids) + 1
-    data = tokenize([short, long_prompt, short], ALPACA, tok, max_len=prompt_len + response_len - 1)
+    data = tokenize([short, long_prompt, short], ALPACA_TEMPLATE, tok, max_len=prompt_len + response_len - 1)
     counts = data.counts
     assert (counts.examples, counts.kept, counts.dropped, counts.truncated) == (3, 2, 1, 2)
     assert counts.prompt_tokens == 2 * prompt_len

@@ -14,7 +14,7 @@ import pytest
 from cli_support import run_in_process
 
 from apprentice.train.loop import TrainConfig, lr_factor, train
-from apprentice.train.templates import ALPACA
+from apprentice.train.templates import ALPACA_TEMPLATE
 
 LEARN = [
     {"instruction": "Give three tips for staying healthy.", "input": "",
@@ -63,9 +63,9 @@ def test_training_lowers_the_loss_and_the_saved_model_answers(trained, tiny_base
     losses = _losses(trained)
     assert len(losses) == 60 and losses[-1] < losses[0] / 5
     for example in LEARN:
-        assert _greedy(trained, ALPACA.render_prompt(example["instruction"], example["input"])) == example["output"]
+        assert _greedy(trained, ALPACA_TEMPLATE.render_prompt(example["instruction"], example["input"])) == example["output"]
     manifest = json.loads((trained / "apprentice.json").read_text())
-    assert manifest["template"] == ALPACA.to_json()
+    assert manifest["template"] == ALPACA_TEMPLATE.to_json()
     assert manifest["base"] == f"hf:{tiny_base_model_dir}" and manifest["method"] == "full"
     assert manifest["token_counts"]["kept"] == 4 and manifest["token_counts"]["dropped"] == 0
     assert manifest["hyperparameters"]["max_steps"] == 60 and len(manifest["data_sha256"]) == 64

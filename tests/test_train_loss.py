@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from apprentice.train.data import Example, tokenize
-from apprentice.train.templates import ALPACA
+from apprentice.train.templates import ALPACA_TEMPLATE
 
 EXAMPLES = [
     Example("Give three tips for staying healthy.", "", "Eat well, sleep enough and move every day."),
@@ -17,7 +17,7 @@ EXAMPLES = [
 def _batch(model_dir, tokenizer):
     import torch
 
-    sequences = tokenize(EXAMPLES, ALPACA, tokenizer, max_len=512).sequences
+    sequences = tokenize(EXAMPLES, ALPACA_TEMPLATE, tokenizer, max_len=512).sequences
     width = max(len(ids) for ids, _ in sequences)
     ids = torch.full((len(sequences), width), tokenizer.pad_token_id)
     labels = torch.full((len(sequences), width), -100)

@@ -32,7 +32,7 @@ from apprentice.jsonfile import cut_torn_tail, read_log_lines, write_json_atomic
 from apprentice.models.base import BackendOptions, Request
 from apprentice.runlock import hold
 from apprentice.models.spec import ModelSpec, local_model_dir, model_identity, parse_spec
-from apprentice.train.templates import ALPACA, Template, has_chat_template, saved_template, user_message
+from apprentice.train.templates import ALPACA_TEMPLATE, Template, has_chat_template, saved_template, user_message
 
 
 @dataclass
@@ -84,7 +84,7 @@ def choose_style(spec: ModelSpec, base_template: bool) -> PromptStyle:
         return PromptStyle(chat=template.kind == "chat", template=template, why=f"trained template ({template.kind})")
     if has_chat_template(tokenizer) and not base_template:
         return PromptStyle(chat=True, why="the tokenizer's chat template")
-    return PromptStyle(chat=False, template=ALPACA, why="the Alpaca template")
+    return PromptStyle(chat=False, template=ALPACA_TEMPLATE, why="the Alpaca template")
 
 
 def default_generator(spec: ModelSpec) -> str:

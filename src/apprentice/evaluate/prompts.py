@@ -27,8 +27,8 @@ from apprentice.generate.seeds import parse_instances
 from apprentice.jsonfile import Where, get_str, read_records, require_object
 from apprentice.train.templates import user_message
 
-SELF_INSTRUCT = "Self-Instruct evaluation JSONL"
-ALPACA = "Alpaca data"
+SELF_INSTRUCT_LAYOUT = "Self-Instruct evaluation JSONL"
+ALPACA_LAYOUT = "Alpaca data"
 ALPACA_EVAL = "AlpacaEval instructions"
 
 
@@ -49,9 +49,9 @@ class EvalPrompt:
 def detect_layout(record: dict[str, Any]) -> str:
     """Which layout a file is in, judged by its first record's fields."""
     if "instances" in record:
-        return SELF_INSTRUCT
+        return SELF_INSTRUCT_LAYOUT
     if "input" in record:
-        return ALPACA
+        return ALPACA_LAYOUT
     return ALPACA_EVAL
 
 
@@ -67,7 +67,7 @@ def parse_prompt(record: dict[str, Any], where: Where, layout: str, index: int) 
     """One prompt from a record of the given layout; `index` is its position, which names prompts without an id."""
     hint = f" (the file is read as {layout}, like its first record)"
     instruction = get_str(record, "instruction", where, non_empty=True)
-    if layout == SELF_INSTRUCT:
+    if layout == SELF_INSTRUCT_LAYOUT:
         if "instances" not in record:
             raise where.error(f"missing field 'instances'{hint}")
         prompt_id = get_str(record, "id", where, non_empty=True)
@@ -78,7 +78,7 @@ def parse_prompt(record: dict[str, Any], where: Where, layout: str, index: int) 
             id=prompt_id,
             category=get_str(record, "category", where, ""),
         )
-    if layout == ALPACA and "input" not in record:
+    if layout == ALPACA_LAYOUT and "input" not in record:
         raise where.error(f"missing field 'input'{hint}")
     if layout == ALPACA_EVAL and "input" in record:
         raise where.error(f"unexpected field 'input'{hint}: AlpacaEval instructions already contain their input")

@@ -51,7 +51,7 @@ from apprentice.generate.seeds import SeedTask
 from apprentice.generate.parse import TRUNCATED
 from apprentice.models.base import FAILED, Completion, Request
 from apprentice.evaluate.answer import PromptStyle
-from apprentice.train.templates import ALPACA as ALPACA_TEMPLATE
+from apprentice.train.templates import ALPACA_TEMPLATE
 
 ALPACA = "alpaca"
 SELF_INSTRUCT = "self-instruct"

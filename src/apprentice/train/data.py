@@ -1,8 +1,8 @@
 """Training data: load Alpaca JSON/JSONL strictly, then render each example into token ids with the prompt masked.
 
     examples = load_examples("runs/x/alpaca_data.json")            # UserError naming file and example on bad input
-    ids, labels = render(examples[0], ALPACA, tokenizer, max_len=512)  # labels are -100 on the prompt
-    data = tokenize(examples, ALPACA, tokenizer, max_len=512)      # drops examples whose response is cut away
+    ids, labels = render(examples[0], ALPACA_TEMPLATE, tokenizer, max_len=512)  # labels are -100 on the prompt
+    data = tokenize(examples, ALPACA_TEMPLATE, tokenizer, max_len=512)      # drops examples whose response is cut away
 
 The target is output + EOS. An example whose prompt fills `max_len` has no response token left to learn from: it is
 dropped and counted, never trained on silently (Stanford's script kept such examples with every label masked).

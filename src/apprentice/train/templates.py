@@ -95,7 +95,7 @@ class ChatTemplate:
         return {"kind": "chat"}  # the template text itself is saved with the tokenizer
 
 
-ALPACA = TextTemplate(ALPACA_PROMPT_INPUT, ALPACA_PROMPT_NO_INPUT)
+ALPACA_TEMPLATE = TextTemplate(ALPACA_PROMPT_INPUT, ALPACA_PROMPT_NO_INPUT)
 
 
 def check_text_template(prompt_input: object, prompt_no_input: object, source: str) -> TextTemplate:
@@ -138,7 +138,7 @@ def has_chat_template(tokenizer: Any) -> bool:
 def resolve_template(choice: str, tokenizer: Any) -> Template:
     """Turn the `--template` option into a template; the tokenizer serves the chat mode."""
     if choice == "alpaca":
-        return ALPACA
+        return ALPACA_TEMPLATE
     if choice == "chat":
         if not has_chat_template(tokenizer):
             raise UserError("--template chat: this tokenizer has no chat template; use 'alpaca' or a template file")
@@ -154,7 +154,7 @@ def template_from_json(data: dict[str, Any], tokenizer: Any, source: str) -> Tem
             raise UserError(f"{source}: the model was trained with a chat template but its tokenizer has none")
         return ChatTemplate(tokenizer)
     if kind == "alpaca":
-        return ALPACA
+        return ALPACA_TEMPLATE
     if kind == "custom":
         return check_text_template(data.get("prompt_input"), data.get("prompt_no_input"), source)
     raise UserError(f"{source}: unknown template kind {kind!r}")
