@@ -25,6 +25,8 @@ from typing import Any
 
 import typer
 
+from apprentice.errors import UserError
+
 _KEY = "apprentice.setting"
 
 
@@ -38,6 +40,8 @@ class Setting:
     cli: bool = True  # an option of the stage's command
     toml: bool = True  # a key of the stage's run-config section (False: the pipeline sets it from the run directory)
     required: bool = False  # the command needs it although the pipeline fills it (paths of the run directory)
+    min: float | None = None  # the smallest value allowed (checked on the command line and in run configs)
+    max: float | None = None
 
 
 def setting(default: Any = MISSING, help: str = "", *, default_factory: Any = MISSING, **meta: Any) -> Any:
@@ -117,7 +121,30 @@ def _option(f: Field, hint: Any) -> typer.models.OptionInfo:
     names = [flag_of(f)] + ([meta.short] if meta.short else [])
     if hint is bool and default is True:
         names[0] = f"{names[0]}/--no-{names[0][2:]}"
-    return typer.Option(default, *names, help=help_text)
+    bounds = {key: getattr(meta, key) for key in ("min", "max") if getattr(meta, key) is not None}
+    return typer.Option(default, *names, help=help_text, **bounds)
+
+
+def check_bounds(f: Field, value: Any, where: str) -> None:
+    """A value against its setting's bounds; `where` names it in the error (an option or a run-config key)."""
+    meta = setting_of(f)
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    if meta.min is not None and value < meta.min:
+        raise UserError(f"{where} must be at least {meta.min:g}, got {value}")
+    if meta.max is not None and value > meta.max:
+        raise UserError(f"{where} must be at most {meta.max:g}, got {value}")
+
+
+def check_settings(obj: Any) -> None:
+    """Every setting of `obj` (nested ones too) within its bounds; the error names the option, as the command line
+    would (what the Python API and the pipeline build is checked the same way)."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if is_settings(type(value)):
+            check_settings(value)
+        else:
+            check_bounds(f, value, flag_of(f))
 
 
 def build(cls: type, values: dict[str, Any]) -> Any:

@@ -25,7 +25,7 @@ from apprentice.errors import UserError
 from apprentice.generate.filters import FilterConfig
 from apprentice.models.base import BackendOptions
 from apprentice.models.spec import parse_spec
-from apprentice.settings import toml_names
+from apprentice.settings import check_bounds, toml_names
 from apprentice.train.loop import TrainConfig
 
 
@@ -138,6 +138,8 @@ def _build(cls: type, table: dict, where: str, base_dir: Path) -> Any:
         if name not in known:
             raise UserError(f"{where}: unknown key {key!r} (known: {', '.join(known)})")
         values[name] = _coerce(value, hints[name], f"{where}.{key}", base_dir)
+        if known[name].metadata:
+            check_bounds(known[name], values[name], f"{where} {key}")
     for name, f in known.items():
         if name not in values and f.default is MISSING and f.default_factory is MISSING:
             raise UserError(f"{where}: missing required key {name!r}")

@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from apprentice.errors import UserError
 from apprentice.models.spec import SPEC_HELP, local_model_dir, parse_spec
 from apprentice.runlock import LOCK_FILE, hold
-from apprentice.settings import setting
+from apprentice.settings import check_settings, setting
 from apprentice.train.batching import BatchPlan, pack, padded, share
 from apprentice.train.checkpoint import (
     keep_trainable_weights,
@@ -59,7 +59,7 @@ class TrainConfig:
         "alpaca", "Prompt template: 'alpaca', 'chat' (the tokenizer's chat template) or a TOML/JSON file with "
         "prompt_input and prompt_no_input.")
     lora: bool = setting(False, "Train LoRA adapters instead of every weight.")
-    lora_rank: int = setting(16, "LoRA rank.")
+    lora_rank: int = setting(16, "LoRA rank.", min=1)
     lora_alpha: int = setting(32, "LoRA alpha (the update is scaled by alpha / rank).")
     lora_dropout: float = setting(0.05, "Dropout on the LoRA input.")
     lora_targets: str = setting(
@@ -67,20 +67,21 @@ class TrainConfig:
     merge: bool = setting(False, "With --lora: write the merged model (adapter in OUT/adapter).")
     lr: float | None = setting(None, f"Peak learning rate (default: {FULL_LR:g} full, {LORA_LR:g} LoRA).")
     epochs: int = setting(3, "Passes over the data.")
-    max_steps: int | None = setting(None, "Stop after this many optimizer steps (overrides --epochs).")
-    max_len: int = setting(512, "Most tokens per example, prompt included; longer ones are cut.", unit="tokens")
+    max_steps: int | None = setting(None, "Stop after this many optimizer steps (overrides --epochs).", min=1)
+    max_len: int = setting(512, "Most tokens per example, prompt included; longer ones are cut.", unit="tokens",
+                           min=2)
     token_budget: int = setting(
         DEFAULT_TOKEN_BUDGET, "Padded tokens per optimizer step over all processes (examples x longest example).",
         unit="tokens")
     micro_budget: int | None = setting(
         None, "Padded tokens per forward pass per process; smaller saves memory (gradient accumulation).",
         unit="tokens")
-    warmup_ratio: float = setting(0.03, "Share of steps with linear warmup before the cosine decay.")
-    weight_decay: float = setting(0.0, "AdamW weight decay.")
-    grad_clip: float = setting(1.0, "Clip the gradient norm to this before each step.")
+    warmup_ratio: float = setting(0.03, "Share of steps with linear warmup before the cosine decay.", min=0, max=1)
+    weight_decay: float = setting(0.0, "AdamW weight decay.", min=0)
+    grad_clip: float = setting(1.0, "Clip the gradient norm to this before each step.", min=0)
     seed: int = setting(42, "Seed for the batch order and LoRA initialisation.")
     save_every: int = setting(
-        200, "Steps between checkpoints (one is written at the end too); 0 = end only.", output=False)
+        200, "Steps between checkpoints (one is written at the end too); 0 = end only.", output=False, min=0)
     # how the pipeline continues its own run, so not a run-config key
     resume: bool = setting(False, "Continue the run in OUT from its newest checkpoint.", toml=False)
     gradient_checkpointing: bool = setting(
@@ -109,16 +110,13 @@ def check_config(config: TrainConfig) -> None:
     """Reject settings that cannot work, before anything is loaded."""
     if config.data is None or config.out is None:
         raise UserError("training needs its data (--data) and an output directory (--out)")
-    if config.max_len < 2:
-        raise UserError(f"--max-len must be at least 2, got {config.max_len}")
+    check_settings(config)
     if config.token_budget < padded(config.max_len, config.pad_multiple):
         raise UserError(f"--token-budget {config.token_budget} must hold one example of --max-len {config.max_len}")
     if config.micro_budget is not None and config.micro_budget < padded(config.max_len, config.pad_multiple):
         raise UserError(f"--micro-budget {config.micro_budget} must hold one example of --max-len {config.max_len}")
     if config.epochs < 1 and config.max_steps is None:
         raise UserError("--epochs must be at least 1")
-    if config.max_steps is not None and config.max_steps < 1:
-        raise UserError("--max-steps must be at least 1")
     if config.merge and not config.lora:
         raise UserError("--merge only applies to --lora training")
     if config.precision not in ("auto", "bf16", "fp32"):
