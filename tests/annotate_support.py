@@ -43,9 +43,10 @@ def write_outputs(directory: Path, n: int, output_a=None, output_b=None) -> tupl
 class AnnotateServer:
     """`apprentice annotate` as a real subprocess on a free port; `restart()` kills it hard and starts it again."""
 
-    def __init__(self, a: Path, b: Path, db: Path, votes_per_item: int = 1):
+    def __init__(self, a: Path, b: Path, db: Path, votes_per_item: int = 1, controls: int | None = None):
         self.db = db
-        self.args = ["--a", str(a), "--b", str(b), "--db", str(db), "--votes-per-item", str(votes_per_item)]
+        self.args = ["--a", str(a), "--b", str(b), "--db", str(db), "--votes-per-item", str(votes_per_item),
+                     *(["--controls", str(controls)] if controls is not None else [])]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_link: str | None = None

@@ -147,3 +147,38 @@ def test_an_annotator_votes_with_mouse_and_keys_reloads_and_no_script_runs(brows
         admin.screenshot(path=str(ARTIFACTS / "annotate_admin.png"), full_page=True)
         connection.close()
 
+
+
+def test_controls_look_like_any_item_in_the_browser_and_the_admin_sees_their_accuracy(browser, tmp_path):
+    a, b = write_outputs(tmp_path / "outputs", 3)
+    db = tmp_path / "votes.sqlite"
+    with AnnotateServer(a, b, db, controls=2) as server:
+        connection = store.connect(db)
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(f"{server.url}/a/{store.add_annotator(connection, 'cara')}")
+        page.wait_for_url(f"{server.url}/vote")
+        seen_controls, layouts = 0, set()
+        for done in range(5):  # 3 real items and 2 controls, in an order only the store knows
+            item = page.locator("input[name=item]").first.get_attribute("value")
+            assert page.inner_text("#progress-text") == f"{done} of 5 done"
+            layouts.add(tuple(page.eval_on_selector_all("main *", "els => els.map(e => e.tagName + '#' + e.id)")))
+            a_on_left, control, correct = connection.execute(
+                "SELECT s.a_on_left, i.control, i.control_correct FROM assignments s JOIN items i "
+                "ON i.id = s.item_id WHERE s.item_id = ?", (item,)).fetchone()
+            seen_controls += control is not None
+            wanted = correct if control else "B"  # the real answer on controls; B on real items
+            page.keyboard.press("1" if (wanted == "A") == bool(a_on_left) else "2")
+            page.wait_for_selector("#next")
+            page.keyboard.press("n")
+            page.wait_for_selector("#skip, h1")  # the next item, or the page that says all is done
+        assert seen_controls == 2 and page.locator("text=Nothing left to vote on").count() == 1
+        assert len(layouts) == 1  # a control page is made of the same elements as any other
+
+        admin = browser.new_page(viewport={"width": 1100, "height": 1000})
+        admin.goto(server.admin_link)
+        admin.wait_for_url(f"{server.url}/admin")
+        assert "wins 3 · ties 0 · losses 0" in admin.inner_text("main")  # control votes are not in the tally
+        assert admin.inner_text("#annotators tbody tr .control-accuracy") == "100.0% of 2"
+        assert "No item has two votes yet" in admin.inner_text("main")
+        admin.screenshot(path=str(ARTIFACTS / "annotate_admin_controls.png"), full_page=True)
+        connection.close()

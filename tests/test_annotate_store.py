@@ -11,6 +11,7 @@ import pytest
 from apprentice.annotate import store
 from apprentice.errors import UserError
 from apprentice.evaluate.outputs import Pair
+from apprentice.sqlitedb import apply_migrations
 
 
 def pairs(n: int, tag: str = "") -> list[Pair]:
@@ -33,7 +34,7 @@ def test_create_db_applies_each_migration_once_and_sets_wal(tmp_path):
     store.create_db(path).close()
     db = store.create_db(path)
     names = [r["name"] for r in db.execute("SELECT name FROM migrations")]
-    assert names == ["m001_initial"]
+    assert names == ["m001_initial", "m002_controls"]
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert db.execute("PRAGMA busy_timeout").fetchone()[0] == store.BUSY_TIMEOUT_MS
@@ -213,10 +214,14 @@ def test_export_undoes_the_side_swap(tmp_path, a_on_left, side, preference):
     assert store.next_item(db, ana, 1).choice == side
     db.close()
     [annotation] = store.load_annotations(path)
+    timing = {key: annotation.pop(key) for key in ("annotator_id", "seconds_to_vote", "created_at", "updated_at")}
     assert annotation == {
         "instruction": "instruction 0", "output_1": "A says 0", "generator_1": "gen-a", "output_2": "B says 0",
         "generator_2": "gen-b", "annotator": "ana", "preference": preference, "dataset": "set", "comment": "",
+        "shown_first": 1 if a_on_left else 2, "control": None, "control_correct": None,
     }
+    assert timing["annotator_id"].startswith("anon-") and "ana" not in timing["annotator_id"]
+    assert 0 <= timing["seconds_to_vote"] < 60 and timing["created_at"] == timing["updated_at"]
 
 
 def test_sides_are_drawn_at_random(db):
@@ -271,3 +276,25 @@ def test_load_annotations_refuses_other_sqlite_databases(tmp_path):
         other.execute("CREATE TABLE t (x)")
     with pytest.raises(UserError, match="not one written by `apprentice annotate`"):
         store.load_annotations(path)
+
+
+def test_a_database_from_before_controls_is_read_as_it_is_and_migrated_when_opened(tmp_path):
+    path = tmp_path / "old.sqlite"
+    db = store.connect(path)
+    apply_migrations(db, store.MIGRATIONS[:1], applied_column="applied_at", now=lambda: "then")
+    db.execute("INSERT INTO items (id, position, instruction, output_a, output_b, generator_a, generator_b) "
+               "VALUES ('i1', 0, 'q', 'a', 'b', 'ga', 'gb')")
+    db.execute("INSERT INTO annotators (name, token_hash, created_at) VALUES ('ana', 'h', 'then')")
+    db.execute("INSERT INTO assignments (annotator_id, item_id, seq, a_on_left, shown_at) VALUES (1, 'i1', 1, 0, 0)")
+    db.execute("INSERT INTO votes (annotator_id, item_id, choice, created_at, updated_at) "
+               "VALUES (1, 'i1', 'B', '1970-01-01T00:00:05.250+00:00', '1970-01-01T00:00:09+00:00')")
+    db.close()
+    [vote] = store.load_annotations(path)  # what tally and the report do: read, never migrate
+    assert (vote["preference"], vote["shown_first"], vote["seconds_to_vote"]) == (2.0, 2, 5.25)
+    assert (vote["control"], vote["control_correct"]) == (None, None)
+    with sqlite3.connect(path) as raw:
+        assert "control" not in {r[1] for r in raw.execute("PRAGMA table_info(items)")}
+    db = store.create_db(path)  # what annotate does: migrate, keeping every vote
+    assert [r["name"] for r in db.execute("SELECT name FROM migrations")] == ["m001_initial", "m002_controls"]
+    assert store.annotations(db) == [vote]
+    db.close()

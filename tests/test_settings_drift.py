@@ -30,13 +30,13 @@ def options(command: str) -> set[str]:
 GENERATE_PIPELINE = {"out", "cache", "window"}
 # [teacher] holds the teacher's settings, which generate, the teacher's answers and the judge (by default) share
 GENERATE_FROM_TEACHER = {"teacher": "model", "concurrency": "concurrency", "prompts_per_request": "prompts_per_request",
-                         "timeout": "timeout", "max_retries": "max_retries"}
+                         "timeout": "timeout", "max_retries": "max_retries", "rpm": "rpm", "tpm": "tpm"}
 # the filter thresholds a command line needs most; [generate.filters] sets every FilterConfig field
 FILTER_OPTIONS = {"min_words", "max_words", "loop_compression", "echo_rouge"}
 
 
 def test_generate_options_match_the_dataclass():
-    actions = {"estimate"}  # what to do with the settings, not a setting
+    actions = {"estimate", "cancel_batches"}  # what to do with the settings (or a run's batches), not a setting
     assert options("generate") - actions == (names(GenerateConfig) - {"filters", "window"}) | FILTER_OPTIONS
     assert {"min_words", "max_words", "echo_rouge"} <= names(FilterConfig)  # loop_compression: loop_max_compression
 
@@ -56,11 +56,13 @@ def test_train_options_and_section_match_the_dataclass():
 def test_answer_options_match_the_dataclass_and_eval_section():
     assert options("answer") == names(AnswerConfig)
     # [eval] says how both models are asked (and which prompts); the rest the pipeline sets per model ([teacher]
-    # timeout and max_retries for the teacher's answers)
-    per_model = {"model", "out", "generator", "base_template", "concurrency", "cache", "timeout", "max_retries"}
+    # timeout, max_retries, rpm and tpm for the teacher's answers; the pipeline answers online: few prompts, wanted now)
+    per_model = {"model", "out", "generator", "base_template", "concurrency", "cache", "timeout", "max_retries",
+                 "batch", "rpm", "tpm"}
     assert names(EvalSection) - {"limit", "before_after"} == names(AnswerConfig) - per_model
 
 
-@pytest.mark.parametrize("setting", ["orders", "seed", "max_tokens", "timeout", "max_retries"])
+@pytest.mark.parametrize("setting", ["orders", "seed", "max_tokens", "timeout", "max_retries", "controls", "rpm",
+                                     "tpm"])
 def test_judge_settings_are_options_and_config_keys(setting):
     assert setting in options("judge") and setting in names(JudgeSection)

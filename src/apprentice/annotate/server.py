@@ -1,4 +1,5 @@
-"""The annotation web app: annotators vote blind on pairs of outputs; an admin watches progress, tallies, invites.
+"""The annotation web app: annotators vote blind on pairs of outputs; an admin watches progress, tallies (with the
+agreement between annotators and their accuracy on control items), invites.
 
     from apprentice.annotate.server import create_app, serve
     serve("votes.sqlite", host="127.0.0.1", port=8000, votes_per_item=1)   # what `apprentice annotate` runs
@@ -42,7 +43,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from apprentice.annotate import store
 from apprentice.errors import UserError
-from apprentice.evaluate.stats import summarize
+from apprentice.evaluate.agreement import annotator_agreement
+from apprentice.evaluate.controls import control_summary
+from apprentice.evaluate.stats import is_control, summarize
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_COMMENT_CHARS = 2000
@@ -328,9 +331,12 @@ class AnnotateApp:
     async def render_admin(self, request: Request, form_token: str, **extra: Any) -> Response:
         overview = self.read(store.overview, self.votes_per_item)
         annotations = self.read(store.annotations)
-        summary = await run_in_threadpool(summarize, annotations) if annotations else None
-        plot = await run_in_threadpool(tally_plot, summary) if summary else None
+        summary, agreement, controls, plot = await run_in_threadpool(admin_tallies, annotations)
+        people = {row.name: {"agreement": (agreement or {}).get("by_annotator", {}).get(row.name),
+                             "controls": (controls or {}).get("by_annotator", {}).get(row.name)}
+                  for row in overview.annotators}
         return self.page(request, "admin.html", overview=overview, summary=summary, plot=plot, csrf=form_token,
+                         agreement=agreement, controls=controls, people=people,
                          votes_per_item=self.votes_per_item, db_name=self.db_path.name, **extra)
 
     async def invite(self, request: Request) -> Response:
@@ -348,6 +354,15 @@ class AnnotateApp:
         annotations = self.read(store.annotations)
         return Response(json.dumps(annotations, ensure_ascii=False, indent=1), media_type="application/json",
                         headers={"content-disposition": 'attachment; filename="annotations.json"'})
+
+
+def admin_tallies(annotations: list[dict]) -> tuple[dict | None, dict | None, dict | None, str | None]:
+    """(win-rate summary of the real pairs, agreement between annotators, control accuracy, bar chart); each None
+    when there is nothing to show yet."""
+    real = [a for a in annotations if not is_control(a)]
+    summary = summarize(real) if real else None
+    return (summary, annotator_agreement(annotations), control_summary(annotations),
+            tally_plot(summary) if summary else None)
 
 
 def tally_plot(summary: dict) -> str:

@@ -2,7 +2,7 @@
 
     from apprentice.annotate import store
     db = store.create_db("votes.sqlite")          # creates or opens, applies pending migrations
-    store.import_pairs(db, pairs)                  # pairs from apprentice.evaluate.outputs.join_outputs
+    store.import_pairs(db, pairs, controls=10)     # pairs from apprentice.evaluate.outputs.join_outputs
     token = store.add_annotator(db, "ana")
     shown = store.next_item(db, annotator_id, votes_per_item=1)
     store.record_vote(db, annotator_id, shown.item_id, "left", "", votes_per_item=1)
@@ -17,12 +17,18 @@ server commit many annotators' writes with one fsync (see `server.GroupCommit`).
 
 Blindness lives here too: item ids are random, the left/right side of output A is drawn per annotator and item with
 `secrets` and stored, and items are handed out least-voted first, ties broken at random, never in file order.
+
+Control items (`evaluate.controls`: a real answer against a wrong one) are items like the others on the page. Every
+annotator gets every control, spread at random through their queue (the next item is a control with probability
+controls left / items left for them), outside `votes_per_item`; their votes never enter the win rate.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import random
 import secrets
 import sqlite3
 import time
@@ -33,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from apprentice.errors import UserError
+from apprentice.evaluate.controls import make_controls
 from apprentice.evaluate.outputs import Pair
 from apprentice.sqlitedb import Migration, apply_migrations, use_wal
 
@@ -120,7 +127,14 @@ def _m001_initial(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO meta (key, value) VALUES ('secret', ?)", (secrets.token_hex(32),))
 
 
-MIGRATIONS: tuple[Migration, ...] = (("m001_initial", _m001_initial),)
+def _m002_controls(db: sqlite3.Connection) -> None:
+    db.execute("ALTER TABLE items ADD COLUMN control TEXT "  # NULL on a real pair, else evaluate.controls.KINDS
+               "CHECK (control IN ('other-answer', 'first-sentence'))")
+    db.execute("ALTER TABLE items ADD COLUMN control_correct TEXT "  # the side holding the real answer
+               "CHECK (control_correct IN ('A', 'B'))")
+
+
+MIGRATIONS: tuple[Migration, ...] = (("m001_initial", _m001_initial), ("m002_controls", _m002_controls))
 
 
 def connect(path: str | Path) -> sqlite3.Connection:
@@ -228,27 +242,38 @@ def _db_file(db: sqlite3.Connection) -> str:
     return db.execute("PRAGMA database_list").fetchone()["file"]
 
 
-def import_pairs(db: sqlite3.Connection, pairs: list[Pair]) -> int:
-    """Store the pairs to vote on; returns how many were added.
+def control_count(db: sqlite3.Connection) -> int:
+    return db.execute("SELECT COUNT(*) FROM items WHERE control IS NOT NULL").fetchone()[0]
+
+
+def import_pairs(db: sqlite3.Connection, pairs: list[Pair], controls: int | None = None) -> int:
+    """Store the pairs to vote on, with `controls` control items made from them; returns how many pairs were added.
 
     Importing the same pairs again adds nothing (a restart); different pairs into a database that has items is an
-    error, since votes on one comparison must not be mixed with another."""
+    error, since votes on one comparison must not be mixed with another. Controls are made once, on the first
+    import: `controls` None keeps what the database has, another number than it has is an error."""
     fingerprint = pairs_fingerprint(pairs)
     with _write(db):
         row = db.execute("SELECT value FROM meta WHERE key = 'pairs_sha256'").fetchone()
         if row is not None:
             if row["value"] == fingerprint:
+                held = control_count(db)
+                if controls is not None and controls != held:
+                    raise UserError(f"{_db_file(db)} holds {held} control items, made when it was created; asking "
+                                    f"for {controls} cannot change that (ask for {held}, or use a new database)")
                 return 0
             count = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
             raise UserError(
                 f"{_db_file(db)} already holds {count} items from other output files; "
                 "use a new --db for this comparison (or the same --a/--b files as before)"
             )
+        made = make_controls(pairs, controls or 0, random.Random(secrets.randbits(64)))
         db.executemany(
-            "INSERT INTO items (id, position, instruction, output_a, output_b, generator_a, generator_b, dataset) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO items (id, position, instruction, output_a, output_b, generator_a, generator_b, dataset, "
+            "control, control_correct) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [(secrets.token_hex(8), position, p.instruction, p.output_a, p.output_b, p.generator_a, p.generator_b,
-              p.dataset) for position, p in enumerate(pairs)],
+              p.dataset, kind, correct) for position, (p, kind, correct) in
+             enumerate([(p, None, None) for p in pairs] + [(c.pair, c.kind, c.correct) for c in made])],
         )
         db.execute("INSERT INTO meta (key, value) VALUES ('pairs_sha256', ?)", (fingerprint,))
     return len(pairs)
@@ -299,10 +324,15 @@ _TAKEN = """
     WHERE s.skipped = 0 AND (v.item_id IS NOT NULL OR s.shown_at > :stale)
     GROUP BY s.item_id
 """
-# Items an annotator may still be given: never seen by them and still short of the votes asked for.
+# Real items an annotator may still be given: never seen by them and still short of the votes asked for.
 _OPEN_TO = f"""
     FROM items i LEFT JOIN ({_TAKEN}) t ON t.item_id = i.id
-    WHERE COALESCE(t.n, 0) < :votes_per_item
+    WHERE i.control IS NULL AND COALESCE(t.n, 0) < :votes_per_item
+      AND NOT EXISTS (SELECT 1 FROM assignments m WHERE m.item_id = i.id AND m.annotator_id = :annotator)
+"""
+# Control items an annotator has not been shown yet: each goes to everyone.
+_CONTROLS_LEFT = """
+    FROM items i WHERE i.control IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM assignments m WHERE m.item_id = i.id AND m.annotator_id = :annotator)
 """
 
@@ -310,7 +340,8 @@ _OPEN_TO = f"""
 def _current(db: sqlite3.Connection, annotator_id: int) -> sqlite3.Row | None:
     """The annotator's latest assignment if they have not moved on from it yet."""
     row = db.execute(
-        "SELECT s.item_id, s.a_on_left, s.skipped, v.choice, v.comment, v.final FROM assignments s "
+        "SELECT s.item_id, s.a_on_left, s.skipped, v.choice, v.comment, v.final, i.control FROM assignments s "
+        "JOIN items i ON i.id = s.item_id "
         "LEFT JOIN votes v ON v.annotator_id = s.annotator_id AND v.item_id = s.item_id "
         "WHERE s.annotator_id = ? ORDER BY s.seq DESC LIMIT 1",
         (annotator_id,),
@@ -339,7 +370,8 @@ def current_item(db: sqlite3.Connection, annotator_id: int) -> Shown | None:
 def next_item(db: sqlite3.Connection, annotator_id: int, votes_per_item: int,
               now: float | None = None) -> Shown | None:
     """The item to show this annotator: their current one if they have not moved on, else a new one reserved for
-    them (least-voted first, ties at random, sides drawn at random); None when nothing is left for them."""
+    them (least-voted first, ties at random, sides drawn at random, controls mixed in at random); None when nothing
+    is left for them."""
     shown = current_item(db, annotator_id)
     if shown is not None:
         return shown
@@ -349,7 +381,12 @@ def next_item(db: sqlite3.Connection, annotator_id: int, votes_per_item: int,
         if shown is not None:
             return shown
         params = {"annotator": annotator_id, "votes_per_item": votes_per_item, "stale": now - RESERVATION_S}
-        row = db.execute(f"SELECT i.id {_OPEN_TO} ORDER BY COALESCE(t.n, 0), random() LIMIT 1", params).fetchone()
+        real = db.execute(f"SELECT COUNT(*) {_OPEN_TO}", params).fetchone()[0]
+        controls = db.execute(f"SELECT COUNT(*) {_CONTROLS_LEFT}", params).fetchone()[0]
+        if secrets.randbelow(real + controls or 1) < controls:
+            row = db.execute(f"SELECT i.id {_CONTROLS_LEFT} ORDER BY random() LIMIT 1", params).fetchone()
+        else:
+            row = db.execute(f"SELECT i.id {_OPEN_TO} ORDER BY COALESCE(t.n, 0), random() LIMIT 1", params).fetchone()
         if row is None:
             return None
         seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM assignments WHERE annotator_id = ?",
@@ -376,7 +413,7 @@ def record_vote(db: sqlite3.Connection, annotator_id: int, item_id: str, side: s
             raise VoteRejected("this item is closed: votes can be changed only until the next item is shown")
         others = db.execute("SELECT COUNT(*) FROM votes WHERE item_id = ? AND annotator_id != ?",
                             (item_id, annotator_id)).fetchone()[0]
-        if current["choice"] is None and others >= votes_per_item:
+        if current["choice"] is None and others >= votes_per_item and current["control"] is None:
             db.execute("UPDATE assignments SET skipped = 1 WHERE annotator_id = ? AND item_id = ?",
                        (annotator_id, item_id))
             rejection = "this item already has all the votes it needs; here is another"
@@ -416,7 +453,7 @@ def progress(db: sqlite3.Connection, annotator_id: int, votes_per_item: int, now
     now = time.time() if now is None else now
     done = db.execute("SELECT COUNT(*) FROM votes WHERE annotator_id = ?", (annotator_id,)).fetchone()[0]
     params = {"annotator": annotator_id, "votes_per_item": votes_per_item, "stale": now - RESERVATION_S}
-    left = db.execute(f"SELECT COUNT(*) {_OPEN_TO}", params).fetchone()[0]
+    left = sum(db.execute(f"SELECT COUNT(*) {query}", params).fetchone()[0] for query in (_OPEN_TO, _CONTROLS_LEFT))
     current = _current(db, annotator_id)
     pending = 1 if current is not None and current["choice"] is None else 0
     return Progress(done, done + left + pending)
@@ -435,17 +472,19 @@ class AnnotatorRow:
 
 @dataclass(frozen=True)
 class Overview:
-    items: int
-    votes: int
+    items: int  # real pairs; controls apart
+    votes: int  # on real pairs
     target: int  # items * votes_per_item
+    controls: int  # control items, each shown to every annotator
     annotators: list[AnnotatorRow]
     items_by_votes: list[tuple[int, int]]  # (votes on an item, how many items have that many)
 
 
 def overview(db: sqlite3.Connection, votes_per_item: int) -> Overview:
-    """Progress for the admin page: per annotator, and how many items have 0, 1, 2... votes."""
-    items = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
-    votes = db.execute("SELECT COUNT(*) FROM votes").fetchone()[0]
+    """Progress for the admin page: per annotator, and how many real items have 0, 1, 2... votes."""
+    items = db.execute("SELECT COUNT(*) FROM items WHERE control IS NULL").fetchone()[0]
+    votes = db.execute("SELECT COUNT(*) FROM votes v JOIN items i ON i.id = v.item_id "
+                       "WHERE i.control IS NULL").fetchone()[0]
     annotators = [
         AnnotatorRow(r["name"], r["votes"], r["skipped"], r["last_active"])
         for r in db.execute("""
@@ -457,22 +496,45 @@ def overview(db: sqlite3.Connection, votes_per_item: int) -> Overview:
     ]
     by_votes = db.execute("""
         SELECT n, COUNT(*) AS items FROM (
-            SELECT (SELECT COUNT(*) FROM votes v WHERE v.item_id = i.id) AS n FROM items i)
+            SELECT (SELECT COUNT(*) FROM votes v WHERE v.item_id = i.id) AS n FROM items i WHERE i.control IS NULL)
         GROUP BY n ORDER BY n""").fetchall()
-    return Overview(items, votes, items * votes_per_item, annotators, [(r["n"], r["items"]) for r in by_votes])
+    return Overview(items, votes, items * votes_per_item, control_count(db), annotators,
+                    [(r["n"], r["items"]) for r in by_votes])
+
+
+def _pseudonym(key: bytes, annotator_id: int) -> str:
+    """A stable id for an annotator that does not reveal their name: keyed with the database's secret, so that
+    nobody without the database can tell who it is."""
+    return "anon-" + hmac.new(key, f"annotator:{annotator_id}".encode(), "sha256").hexdigest()[:8]
+
+
+def _seconds(shown_at: float, voted_at: str) -> float:
+    return round(datetime.fromisoformat(voted_at).timestamp() - shown_at, 3)
 
 
 def annotations(db: sqlite3.Connection) -> list[dict]:
-    """Every vote as an AlpacaEval annotation (output_1 = A, output_2 = B), in source order, then annotator."""
-    rows = db.execute("""
-        SELECT i.instruction, i.output_a, i.generator_a, i.output_b, i.generator_b, i.dataset,
-               a.name, v.choice, v.comment
+    """Every vote as an AlpacaEval annotation (output_1 = A, output_2 = B), in source order (controls last), then
+    annotator; with, beyond AlpacaEval's fields, the annotator's pseudonym, which output was on the left
+    (`shown_first`), the seconds from showing the item to the first vote on it, the vote's time stamps and, for a
+    control, its kind and the preference a right vote gives (`evaluate.controls`)."""
+    # a database from before controls, read without migrating it (tally and the report only read)
+    columns = {r["name"] for r in db.execute("PRAGMA table_info(items)")}
+    control = "i.control, i.control_correct" if "control" in columns else "NULL AS control, NULL AS control_correct"
+    rows = db.execute(f"""
+        SELECT i.instruction, i.output_a, i.generator_a, i.output_b, i.generator_b, i.dataset, {control},
+               a.id AS annotator_id, a.name, v.choice, v.comment, v.created_at, v.updated_at, s.a_on_left, s.shown_at
         FROM votes v JOIN items i ON i.id = v.item_id JOIN annotators a ON a.id = v.annotator_id
+        JOIN assignments s ON s.annotator_id = v.annotator_id AND s.item_id = v.item_id
         ORDER BY i.position, a.name""")
+    key = secret(db).encode()
     return [
         {"instruction": r["instruction"], "output_1": r["output_a"], "generator_1": r["generator_a"],
          "output_2": r["output_b"], "generator_2": r["generator_b"], "annotator": r["name"],
-         "preference": PREFERENCE[r["choice"]], "dataset": r["dataset"], "comment": r["comment"]}
+         "preference": PREFERENCE[r["choice"]], "dataset": r["dataset"], "comment": r["comment"],
+         "annotator_id": _pseudonym(key, r["annotator_id"]),
+         "shown_first": 1 if r["a_on_left"] else 2, "seconds_to_vote": _seconds(r["shown_at"], r["created_at"]),
+         "created_at": r["created_at"], "updated_at": r["updated_at"], "control": r["control"],
+         "control_correct": None if r["control"] is None else PREFERENCE[r["control_correct"]]}
         for r in rows
     ]
 

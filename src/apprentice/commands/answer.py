@@ -31,12 +31,20 @@ def answer(
     timeout: float = typer.Option(D.timeout, help="openai: specs: seconds to wait for one answer before retrying."),
     max_retries: int = typer.Option(
         D.max_retries, help="openai: specs: retries after the first try on 429, 5xx, timeouts and dropped connections."),
+    batch: bool = typer.Option(
+        D.batch, "--batch", help="openai: specs: ask every prompt in one Batch API batch (OpenAI: half price, answers "
+        "within 24 hours), recorded in --cache (default: OUT with the suffix .cache.sqlite); a rerun polls it."),
+    rpm: float = typer.Option(
+        D.rpm, help="openai: specs: requests per minute at most, spread evenly (the provider's limit: no 429s)."),
+    tpm: float = typer.Option(
+        D.tpm, help="openai: specs: tokens per minute at most (each request's prompt tokens, estimated, plus "
+        "--max-tokens)."),
 ) -> None:
     """Answer evaluation prompts; a model trained by apprentice is asked with the template it was trained on."""
     run_answer(AnswerConfig(
         model=model, prompts=prompts, out=out, max_tokens=max_tokens, temperature=temperature, batch_size=batch_size,
         concurrency=concurrency, generator=generator, base_template=base_template, cache=cache, timeout=timeout,
-        max_retries=max_retries,
+        max_retries=max_retries, batch=batch, rpm=rpm, tpm=tpm,
     ))
 
 

@@ -58,6 +58,14 @@ def generate(
     max_retries: int = typer.Option(
         BackendOptions.max_retries, "--max-retries",
         help="HTTP teachers: retries after the first try on 429, 5xx, timeouts and dropped connections."),
+    rpm: float = typer.Option(
+        None, "--rpm",
+        help="HTTP teachers: requests per minute at most, spread evenly (the provider's limit: no 429s). The "
+             "server's x-ratelimit-* headers are followed with or without it."),
+    tpm: float = typer.Option(
+        None, "--tpm",
+        help="HTTP teachers: tokens per minute at most, counting each request's prompt tokens (estimated) plus its "
+             "max tokens, as OpenAI counts them."),
     price_in: float = typer.Option(0.0, "--price-in", help="USD per million prompt tokens, for the cost estimate."),
     price_out: float = typer.Option(0.0, "--price-out", help="USD per million completion tokens."),
     max_cost: float = typer.Option(
@@ -82,6 +90,18 @@ def generate(
         None, "--echo-rouge",
         help="Drop outputs whose ROUGE-L F with the input is above this (default off: editing tasks echo legitimately;"
              " an output equal to its input is always dropped)."),
+    batch: bool = typer.Option(
+        False, "--batch",
+        help="openai: teachers: send each wave of planned requests as one Batch API batch (OpenAI: half price, "
+             "answers within 24 hours) and plan the next wave from what it kept (a wave is all that the answers so "
+             "far let the plan ask, up to 50,000 requests ahead). A killed run resumes by polling its batches, "
+             "never submitting them twice. Choose it when a run starts: the lookahead stays."),
+    batch_discount: float = typer.Option(
+        0.5, "--batch-discount", help="With --batch: share of --price-in/--price-out a batch request costs."),
+    cancel_batches: Path = typer.Option(
+        None, "--cancel-batches", metavar="OUT", is_eager=True, callback=lambda value: _cancel_batches(value),
+        help="Cancel the batches the run in OUT has in flight, and do nothing else; a rerun of the run records "
+             "what they answered and submits the rest."),
 ) -> None:
     """Generate instruction data (instruction, input, output) from a teacher, with filters and near-duplicate
     removal, into OUT/data.jsonl (with metadata), OUT/alpaca_data.json, OUT/rejected.jsonl and OUT/stats.json."""
@@ -93,12 +113,13 @@ def generate(
     config = GenerateConfig(
         teacher=teacher, out=out, num=num, seeds=seeds, strategy=strategy, api=api, seed=seed,
         concurrency=concurrency, prompts_per_request=prompts_per_request, max_requests=max_requests,
-        timeout=timeout, max_retries=max_retries,
+        timeout=timeout, max_retries=max_retries, rpm=rpm, tpm=tpm,
         price_in=price_in, price_out=price_out, max_cost=max_cost, cache=cache, outputs=outputs, answer_max_tokens=answer_max_tokens,
         answer_temperature=answer_temperature,
         threshold=threshold,
         filters=FilterConfig(min_words=min_words, max_words=max_words, loop_max_compression=loop_compression,
                              echo_rouge=echo_rouge),
+        batch=batch, batch_discount=batch_discount,
     )
     if estimate:
         from apprentice.generate.config import resolve
@@ -131,6 +152,18 @@ def generate(
         )
         raise typer.Exit(1)
     console.print(f"wrote {out / 'alpaca_data.json'} ({result.stats.kept} records)")
+
+
+def _cancel_batches(out: Path | None) -> None:
+    """`--cancel-batches OUT`, an action of its own: it runs before the other options are checked."""
+    if out is None:
+        return
+    from apprentice.generate.run import cancel_batches
+
+    batches, requests = cancel_batches(out)
+    console.print(f"cancelled {batches} {'batch' if batches == 1 else 'batches'} ({requests} requests) of {out}"
+                  if batches else f"{out} has no batches in flight", soft_wrap=True, highlight=False)
+    raise typer.Exit()
 
 
 def register(app: typer.Typer) -> None:

@@ -30,6 +30,8 @@ from apprentice.errors import UserError
 from apprentice.evaluate.prompts import EvalPrompt, load_prompts
 from apprentice.jsonfile import cut_torn_tail, read_log_lines, write_json_atomic
 from apprentice.models.base import BackendOptions, Request
+from apprentice.models.ratelimit import check_limits
+from apprentice.progress import ModelStatus
 from apprentice.runlock import hold
 from apprentice.models.spec import ModelSpec, local_model_dir, model_identity, parse_spec
 from apprentice.train.templates import ALPACA_TEMPLATE, Template, has_chat_template, saved_template, user_message
@@ -50,6 +52,11 @@ class AnswerConfig:
     cache: str | None = None
     timeout: float = BackendOptions.timeout  # openai: seconds per request before it is retried
     max_retries: int = BackendOptions.max_retries  # openai: retries on 429/5xx/timeouts/dropped connections
+    # openai: ask every prompt in one Batch API batch (half price, within 24 hours), recorded in `cache` (default:
+    # OUT with the suffix .cache.sqlite), so a rerun polls the batch instead of paying again
+    batch: bool = False
+    rpm: float | None = None  # openai: requests per minute at most (a provider's limit); None: no limit of our own
+    tpm: float | None = None  # openai: tokens per minute at most (prompt plus max_tokens per request)
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,7 @@ def output_record(prompt: EvalPrompt, text: str, generator: str, finish_reason: 
 def answer(config: AnswerConfig, console: Console | None = None) -> list[dict[str, Any]]:
     """Answer every prompt (skipping those already in the sidecar) and write the outputs file; returns its records."""
     console = console or Console(stderr=True)
+    check_limits(config.rpm, config.tpm)
     spec = parse_spec(config.model)
     prompts = load_prompts(Path(config.prompts) if config.prompts else None)
     out = Path(config.out)
@@ -176,14 +184,17 @@ def _generate(config: AnswerConfig, spec: ModelSpec, style: PromptStyle, todo: S
     from apprentice.models import load_model
 
     requests = [style.request(p.instruction, p.input, config.max_tokens, config.temperature) for p in todo]
+    cache = config.cache or (str(Path(config.out).with_suffix(".cache.sqlite")) if config.batch else None)
     model = load_model(spec, BackendOptions(concurrency=config.concurrency, batch_size=config.batch_size,
-                                            timeout=config.timeout, max_retries=config.max_retries))
-    if config.cache and not spec.is_local:  # a local model's directory may be retrained in place: never cached
+                                            timeout=config.timeout, max_retries=config.max_retries,
+                                            batch=config.batch, rpm=config.rpm, tpm=config.tpm),
+                       record=Path(cache) if cache else None)
+    if cache and not spec.is_local:  # a local model's directory may be retrained in place: never cached
         from apprentice.models.record import RecordedModel
 
-        model = RecordedModel(model, config.cache, model_identity(spec))
+        model = RecordedModel(model, cache, model_identity(spec))
     progress = Progress(TextColumn("[bold]answer"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("eta"), TimeRemainingColumn(), console=console)
+                        TextColumn("eta"), TimeRemainingColumn(), ModelStatus(model), console=console)
     try:
         with progress, sidecar.open() as log:
             task = progress.add_task("answer", total=len(requests))

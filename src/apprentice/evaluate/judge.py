@@ -10,7 +10,9 @@ or `apprentice judge --a A.json --b B.json --judge SPEC --out judgments.json`.
 Judges favour whichever output they read first, so by default each pair is judged twice, A shown first and then B
 shown first. With `orders=1` each pair is judged once in a seeded random order (AlpacaEval's way). Either way the
 swap is recorded and undone after reading. Identical outputs are a tie without a call. An answer with no readable
-verdict is asked again once with a stricter prompt.
+verdict is asked again once with a stricter prompt. With `controls` (`evaluate.controls`: a real answer against a
+wrong one) the judge also judges those, and their annotations, marked `control`, follow the real ones: its accuracy
+on them says whether its verdicts can be trusted (`apprentice tally` prints it beside the win rate).
 
 How an order's answers become the pair's preference:
 - **Probabilities**, when the judge returns first-token log-probabilities (local models do; HTTP servers when they
@@ -32,6 +34,7 @@ hard verdict and the probability, and whether the two orders' hard verdicts agre
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -40,6 +43,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from apprentice.evaluate.controls import Control, control_summary, make_controls
 from apprentice.evaluate.outputs import Pair
 from apprentice.evaluate.stats import TIE
 from apprentice.evaluate.verdict import Verdict, parse_verdict, second_probability, verdict_from_logprobs
@@ -159,13 +163,17 @@ def _annotation(pair: Pair, views: list[_View], annotator: str) -> dict:
 
 
 def judge_pairs(pairs: Sequence[Pair], model: Model, *, orders: int = 2, seed: int = 0, max_tokens: int = 16,
-                annotator: str | None = None, progress: ProgressCallback | None = None) -> list[dict]:
-    """Judge every pair with `model` and return one AlpacaEval-style annotation per pair, in the pairs' order.
+                annotator: str | None = None, progress: ProgressCallback | None = None,
+                controls: Sequence[Control] = ()) -> list[dict]:
+    """Judge every pair with `model` and return one AlpacaEval-style annotation per pair, in the pairs' order, then
+    one per control, marked with its kind and the preference a right verdict gives.
 
     orders: 2 judges A-first and B-first; 1 judges one order chosen by `seed`. max_tokens bounds each judge reply.
     progress(done, planned) is called after each answer; planned grows when answers need a strict retry."""
     if orders not in (1, 2):
         raise ValueError("orders must be 1 or 2")
+    real = len(pairs)
+    pairs = [*pairs, *(c.pair for c in controls)]
     views: list[list[_View]] = []
     for index, pair in enumerate(pairs):
         if pair.output_a.strip() == pair.output_b.strip():
@@ -193,7 +201,10 @@ def judge_pairs(pairs: Sequence[Pair], model: Model, *, orders: int = 2, seed: i
         planned += len(retry)
         _ask(model, pairs, retry, True, max_tokens, answered)
     annotator = annotator or model.spec
-    return [_annotation(pair, pair_views, annotator) for pair, pair_views in zip(pairs, views)]
+    annotations = [_annotation(pair, pair_views, annotator) for pair, pair_views in zip(pairs, views)]
+    for annotation, control in zip(annotations[real:], controls, strict=True):
+        annotation.update(control=control.kind, control_correct=1.0 if control.correct == "A" else 2.0)
+    return annotations
 
 
 def write_annotations(path: str | Path, annotations: list[dict]) -> None:
@@ -203,8 +214,9 @@ def write_annotations(path: str | Path, annotations: list[dict]) -> None:
 
 def judge_files(a: Path, b: Path, judge: str, out: Path, *, orders: int = 2, seed: int = 0, max_tokens: int = 16,
                 cache: Path | None = None, limit: int | None = None, options: BackendOptions | None = None,
-                console: Console | None = None) -> list[dict]:
-    """Judge two AlpacaEval output files with the judge model `judge` (a spec) and write the annotations to `out`.
+                console: Console | None = None, controls: int = 0) -> list[dict]:
+    """Judge two AlpacaEval output files with the judge model `judge` (a spec) and write the annotations to `out`;
+    `controls` control pairs made from them (drawn with `seed`) are judged too.
 
     Every judge call goes through a SQLite record (`cache`, default OUT.cache.sqlite), so a rerun or a resumed run
     pays only for the calls not made yet. Shows a progress bar and a one-line summary on `console`."""
@@ -214,28 +226,30 @@ def judge_files(a: Path, b: Path, judge: str, out: Path, *, orders: int = 2, see
     console = console or Console(stderr=True)
     spec = parse_spec(judge)
     pairs = join_outputs(load_outputs(a), load_outputs(b), str(a), str(b))[:limit]
+    made = make_controls(pairs, controls, random.Random(seed))
     with hold(Path(out).parent, "apprentice judge", output=Path(out)):
-        return _judge_locked(pairs, spec, out, orders, seed, max_tokens, cache, options, console)
+        return _judge_locked(pairs, spec, out, orders, seed, max_tokens, cache, options, console, made)
 
 
 def _judge_locked(pairs, spec, out: Path, orders: int, seed: int, max_tokens: int, cache: Path | None,
-                  options: BackendOptions | None, console: Console) -> list[dict]:
+                  options: BackendOptions | None, console: Console, controls: Sequence[Control]) -> list[dict]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
 
     from apprentice.models import load_model
+    from apprentice.progress import ModelStatus
     from apprentice.models.record import RecordedModel
     from apprentice.models.spec import model_identity
 
     cache = cache or out.with_suffix(".cache.sqlite")
-    model = RecordedModel(load_model(spec, options), cache, model_identity(spec))
+    model = RecordedModel(load_model(spec, options, record=cache), cache, model_identity(spec))
     columns = (TextColumn("judging"), BarColumn(), MofNCompleteColumn(), TextColumn("calls"), TimeElapsedColumn(),
-               TimeRemainingColumn())
+               TimeRemainingColumn(), ModelStatus(model))
     try:
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("judging", total=None)
             annotations = judge_pairs(pairs, model, orders=orders, seed=seed, max_tokens=max_tokens,
-                                      annotator=str(spec),
+                                      annotator=str(spec), controls=controls,
                                       progress=lambda done, planned: progress.update(task, completed=done,
                                                                                      total=planned))
     finally:
@@ -246,6 +260,11 @@ def _judge_locked(pairs, spec, out: Path, orders: int, seed: int, max_tokens: in
     console.print(f"wrote {len(annotations)} judgments to {out} ({stats['paid_calls']} judge calls, "
                   f"{stats['cache_hits']} from the cache {cache}); see them with: apprentice tally {out}",
                   highlight=False)
+    summary = control_summary(annotations)
+    if summary and summary["n"]:
+        console.print(f"on {summary['n']} control pairs the judge picked the real answer "
+                      f"{100 * summary['accuracy']:.1f}% of the time (ties half; 50% is chance)",
+                      highlight=False)
     if failed:
         console.print(f"[yellow]{failed} judgments failed[/]: no verdict even after a strict retry; they have "
                       f"preference null and tally leaves them out (see 'failure' and 'orders' in {out})")

@@ -33,6 +33,8 @@ What it reports and how:
   single-order verdicts that picked the output shown first and, for judgments from log-probabilities, the mean
   probability the judge gave the output shown first (0.5 = no lean), when the annotations carry them;
 - the counts and win rate per `dataset`.
+
+Control pairs (`control` set, see `evaluate.controls`) check the voter and are left out of all of it.
 """
 
 from __future__ import annotations
@@ -224,8 +226,15 @@ def judge_consistency(annotations: Sequence[dict]) -> dict:
     }
 
 
+def is_control(annotation: object) -> bool:
+    """Whether an annotation is a control pair (`evaluate.controls`): a check of the voter, not a comparison."""
+    return isinstance(annotation, dict) and bool(annotation.get("control"))
+
+
 def summarize(annotations: Sequence[dict], model: str | None = None, seed: int = 0) -> dict:
-    """Every statistic above as one JSON-ready dict (rates as fractions, not percentages)."""
+    """Every statistic above as one JSON-ready dict (rates as fractions, not percentages); control pairs are left
+    out (see `evaluate.controls` for their accuracy)."""
+    annotations = [a for a in annotations if not is_control(a)]
     model, opponents, items, failed = comparisons(annotations, model)
     scores = [c.score for c in items]
     counts = _counts(scores)

@@ -2,8 +2,8 @@
 
 `resolve` fills the defaults that depend on the teacher (chat or completion API, strategy) and on `num` (the request
 cap). The resolved settings are saved as `OUT/generate_config.json`; a rerun into the same OUT must agree on the
-settings that decide the requests (`PLAN_KEYS`), or it could not resume the same run. `num`, `concurrency`, prices
-and the request cap may change between invocations.
+settings that decide the requests (`PLAN_KEYS`), or it could not resume the same run. `num`, `concurrency`, prices,
+the request cap and batch mode may change between invocations (batch mode sends the same requests).
 
     config = resolve(GenerateConfig(teacher="bundled:smollm2-135m-instruct", out=Path("runs/x"), num=20))
 """
@@ -22,6 +22,7 @@ from apprentice.generate.filters import FilterConfig
 from apprentice.generate.loop import ALPACA, INLINE_OUTPUTS, OUTPUT_SOURCES, SELF_INSTRUCT, STRATEGIES, \
     TEACHER_OUTPUTS, Plan
 from apprentice.models.base import BackendOptions
+from apprentice.models.ratelimit import check_limits
 from apprentice.models.spec import ModelSpec, local_model_dir, model_identity, parse_spec
 
 CHAT, COMPLETION = "chat", "completion"
@@ -30,6 +31,9 @@ PLAN_KEYS = ("teacher_model", "seeds_sha256", "strategy", "api", "seed", "window
              "answer_max_tokens", "answer_temperature")
 # What a run saved before a plan key existed meant: runs made before teacher outputs wrote inline outputs.
 _EARLIER_PLAN = {"outputs": INLINE_OUTPUTS}
+# The default lookahead of a batch run: each wave of planned requests goes as one batch, and waiting a day per wave
+# wants few, large waves (the plan still asks no more than --num needs). OpenAI takes 50,000 requests per batch.
+BATCH_WINDOW = 50_000
 
 
 @dataclass
@@ -58,6 +62,13 @@ class GenerateConfig:
     outputs: str | None = None
     answer_max_tokens: int = 512  # most tokens of a teacher answer; an answer cut there is rejected (truncated)
     answer_temperature: float = 0.0  # 0 = greedy, as the evaluation prompts are answered
+    # openai: teachers: send each wave of planned requests as one Batch API batch (half price, within 24 hours)
+    batch: bool = False
+    batch_discount: float = 0.5  # batch requests cost this share of --price-in/--price-out (OpenAI: half)
+    # HTTP teachers: requests and tokens (prompt plus max_tokens) per minute, so a provider's limit is met without
+    # 429s; None: no limit of our own (the server's x-ratelimit-* headers are followed all the same)
+    rpm: float | None = None
+    tpm: float | None = None
 
 
 def resolve(config: GenerateConfig) -> GenerateConfig:
@@ -91,7 +102,15 @@ def resolve(config: GenerateConfig) -> GenerateConfig:
         raise UserError(f"--max-retries must be 0 or more, got {config.max_retries}")
     if config.max_requests is not None and config.max_requests < 1:
         raise UserError(f"--max-requests must be at least 1, got {config.max_requests}")
+    check_limits(config.rpm, config.tpm)
+    if not 0.0 <= config.batch_discount <= 1.0:
+        raise UserError(f"--batch-discount must be between 0 and 1, got {config.batch_discount}")
     spec = parse_spec(config.teacher)
+    if config.batch and spec.kind != "openai":
+        raise UserError(f"--batch needs an openai: teacher (the Batch API); {spec} is a local model, which batches "
+                        "by --concurrency already")
+    if config.batch and config.prompts_per_request > 1:
+        raise UserError("--prompts-per-request has no use with --batch: each request is a line of the batch")
     # Local models get plain prompts to continue, chat models too: measured with SmolLM2-135M-Instruct, a chat
     # message listing tasks is answered by copying the list, while the same list to continue gets new tasks.
     api = config.api or (CHAT if spec.kind == "openai" else COMPLETION)
@@ -107,7 +126,8 @@ def resolve(config: GenerateConfig) -> GenerateConfig:
         outputs=config.outputs or (TEACHER_OUTPUTS if chat_teacher else INLINE_OUTPUTS),
         max_requests=config.max_requests or max(50, 10 * config.num),
         cache=config.cache or config.out / "requests.sqlite",
-        window=config.window or max(16, 8 * config.concurrency * config.prompts_per_request),
+        window=config.window or (BATCH_WINDOW if config.batch else
+                                 max(16, 8 * config.concurrency * config.prompts_per_request)),
     )
 
 

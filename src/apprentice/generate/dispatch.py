@@ -8,7 +8,9 @@ SQLite connection belongs to the thread that opened it.
 
 For HTTP teachers use as many feeders as slots: a feeder waits for its whole stream, and the HTTP backend's stream
 calls are cheap (they only queue requests for its slot workers). For local teachers use one feeder, so batches stay
-whole.
+whole. For the Batch API use one feeder in *waves*: it takes the waiting requests only once every answer has been
+taken and the taker waits for more, so each wave of planned requests (everything the answers so far let the plan
+create) goes as one batch, not as many small ones sent while the answers are still being read.
 
     dispatcher = Dispatcher(lambda: RecordedModel(model, db), concurrency=8, feeders=8)
     dispatcher.submit([(job_id, request), ...])
@@ -28,10 +30,14 @@ from apprentice.models.base import Completion, Model, Request
 
 
 class Dispatcher:
-    def __init__(self, make_model: Callable[[], Model], concurrency: int, feeders: int):
+    def __init__(self, make_model: Callable[[], Model], concurrency: int, feeders: int, waves: bool = False):
         if concurrency < 1 or feeders < 1:
             raise ValueError("concurrency and feeders must be at least 1")
+        if waves and feeders != 1:
+            raise ValueError("waves need exactly one feeder")
         self.concurrency = concurrency
+        self.waves = waves
+        self._taker_waiting = False  # waves: `get` waits on an empty queue, so every answer so far was taken
         self._make_model = make_model
         self._waiting: deque[tuple[int, Request]] = deque()
         self._in_flight = 0
@@ -59,10 +65,20 @@ class Dispatcher:
 
     def get(self, timeout: float | None = None) -> tuple[int, Completion] | None:
         """The next answer as (job id, completion); None after `timeout` seconds without one."""
+        if self.waves:
+            with self._cond:
+                # the caller takes answers and submits what they plan on this one thread: with the queue empty,
+                # everything planned so far is submitted, so the wave is whole
+                self._taker_waiting = self._results.empty()
+                self._cond.notify_all()
         try:
             item = self._results.get(timeout=timeout)
         except queue.Empty:
             return None
+        finally:
+            if self.waves:
+                with self._cond:
+                    self._taker_waiting = False
         if isinstance(item, BaseException):
             raise item
         return item
@@ -80,7 +96,8 @@ class Dispatcher:
 
     def _take(self) -> list[tuple[int, Request]] | None:
         with self._cond:
-            while not self._closed and not (self._waiting and self._in_flight < self.concurrency):
+            while not self._closed and not (self._waiting and self._in_flight < self.concurrency and (
+                    not self.waves or (self._in_flight == 0 and self._taker_waiting and self._results.empty()))):
                 self._cond.wait()
             if self._closed:
                 return None
@@ -97,6 +114,7 @@ class Dispatcher:
                     for position, completion in answers:
                         with self._cond:
                             self._in_flight -= 1
+                            self._taker_waiting = False  # this answer is not taken yet: the wave is not whole
                             self._cond.notify()
                             closed = self._closed
                         if closed:

@@ -11,6 +11,8 @@ Two bases, said in the output:
   more requests). Per candidate, self-instruct sends 1/8 of a bootstrap request and one instance request, Alpaca
   1/16 of a request; with teacher outputs each candidate also gets an answer request.
 
+With `--batch` the cost is at the batch price (`--batch-discount` times the prices).
+
 Pure but for `measured_basis`, which reads OUT.
 
     estimate = estimate_run(config, seeds, measured_basis(config))
@@ -97,8 +99,10 @@ def estimate_run(config: GenerateConfig, seeds: list[SeedTask], measured: Measur
     """The estimate for the resolved `config`: requests, tokens and cost for the records still missing."""
     missing = max(0, config.num - (measured.records if measured else 0))
 
+    discount = config.batch_discount if config.batch else 1.0
+
     def cost(prompt: float, completion: float) -> float:
-        return (prompt * config.price_in + completion * config.price_out) / 1e6
+        return (prompt * config.price_in + completion * config.price_out) * discount / 1e6
 
     if measured is not None:
         spread = min(1.0, 2 / math.sqrt(measured.records))
@@ -118,6 +122,8 @@ def estimate_run(config: GenerateConfig, seeds: list[SeedTask], measured: Measur
             completion.append(sum(candidates * share * fill * limit for share, _, limit in kinds))
         basis = ("assumed: 50% of candidates kept (80% to 25%), answers filling half their max_tokens (a quarter "
                  f"to all), about {CHARS_PER_TOKEN} characters per token; no run in {config.out} to measure yet")
+    if config.batch:
+        basis += f"; cost at the Batch API's price ({discount:g} x --price-in/--price-out)"
     return Estimate(missing, tuple(requests), tuple(prompt), tuple(completion),  # type: ignore[arg-type]
                     tuple(cost(p, c) for p, c in zip(prompt, completion)), basis)  # type: ignore[arg-type]
 

@@ -3,7 +3,8 @@
 It checks the inputs before touching OUT (a bad seed file writes nothing), loads the teacher behind the response
 cache (`RecordedModel`, `OUT/requests.sqlite` by default), keeps `concurrency` requests in flight, appends every
 kept and rejected record as it is committed, shows a live progress bar, and writes `alpaca_data.json` and
-`stats.json` at the end.
+`stats.json` at the end. With `--batch` (an `openai:` teacher) each wave of planned requests goes to the Batch API
+as one batch (models/batch.py), and the next wave is planned from what its answers kept.
 
 Resuming: rerunning the same command replays the run from its first request. The plan is deterministic and the
 answers already received come back from the response cache, so the replay rebuilds exactly the state the killed
@@ -43,6 +44,7 @@ from apprentice.models.spec import model_identity, parse_spec
 from apprentice.runlock import hold
 
 STATS_EVERY_S = 2.0  # stats.json is rewritten this often during a run
+WAVE_LIMIT = 1_000_000  # requests a batch run may have in flight: above any wave (the batch backend splits them)
 # this many requests in a row failing after their retries means the teacher is down, not unlucky: stop
 MAX_FAILURES_IN_A_ROW = 10
 _IDENTITY = ("instruction", "input", "output")
@@ -134,6 +136,7 @@ def _generate_locked(config: GenerateConfig, saved: dict | None, current: dict, 
     rejected = store.read_log(out / store.REJECTED)
     segment = _Segment(**saved.get("segment", {})) if saved else _Segment()
     stats = RunStats(target=config.num, price_in=config.price_in, price_out=config.price_out,
+                     discount=config.batch_discount if config.batch else 1.0,
                      kept=len(existing), rejected=Counter(r.get("reason", "?") for r in rejected))
     status, replayed = "done", True
     if len(existing) < config.num and saved is not None and saved.get("num") != config.num:
@@ -147,8 +150,8 @@ def _generate_locked(config: GenerateConfig, saved: dict | None, current: dict, 
             spec = parse_spec(config.teacher)
             model = load_model(spec, BackendOptions(concurrency=config.concurrency, batch_size=config.concurrency,
                                                     prompts_per_request=config.prompts_per_request,
-                                                    timeout=config.timeout, max_retries=config.max_retries,
-                                                    keep_going=True))
+                                                    timeout=config.timeout, max_retries=config.max_retries, rpm=config.rpm, tpm=config.tpm,
+                                                    keep_going=True, batch=config.batch), record=config.cache)
             try:
                 try:
                     status = _run(model, config, seeds, stats, existing, len(rejected), segment, console)
@@ -163,14 +166,40 @@ def _generate_locked(config: GenerateConfig, saved: dict | None, current: dict, 
     finally:  # also after Ctrl-C or a teacher that failed for good: the Alpaca list and counters match data.jsonl
         stats.stop()
         _finish(out, stats)
-    paid = _paid(config, stats) if config.max_cost is not None else 0.0
+    paid = _paid(config) if config.max_cost is not None else 0.0
     return RunResult(status, stats, config, len(existing), replayed, paid)
 
 
-def _paid(config: GenerateConfig, stats: RunStats) -> float:
-    """USD the call record shows paid to this teacher (every invocation's requests), at today's prices."""
-    _, prompt_tokens, completion_tokens = usage(config.cache, model_identity(parse_spec(config.teacher)))
-    return stats.cost(prompt_tokens, completion_tokens)
+def _paid(config: GenerateConfig) -> float:
+    """USD the call record shows paid to this teacher (every invocation's requests), at today's prices: what the
+    Batch API answered at the batch price."""
+    backend = model_identity(parse_spec(config.teacher))
+    paid = 0.0
+    for batch, share in ((False, 1.0), (True, config.batch_discount)):
+        _, prompt_tokens, completion_tokens = usage(config.cache, backend, batch=batch)
+        paid += (prompt_tokens * config.price_in + completion_tokens * config.price_out) * share / 1e6
+    return paid
+
+
+def cancel_batches(out: Path) -> tuple[int, int]:
+    """Cancel the Batch API batches that the generate run in `out` has in flight: (batches, requests). A rerun
+    records what they answered before the cancellation and submits the rest."""
+    from apprentice.models.batch import BatchModel
+
+    saved_path = out / store.CONFIG
+    if not saved_path.is_file():
+        raise UserError(f"{out} holds no generate run (no {store.CONFIG}): give the --out of a batch run")
+    saved = json.loads(saved_path.read_text(encoding="utf-8"))
+    spec = parse_spec(saved["teacher"])
+    if spec.kind != "openai" or not Path(saved["cache"]).is_file():
+        return 0, 0
+    model = BatchModel.from_spec(spec, BackendOptions(timeout=saved.get("timeout", BackendOptions.timeout),
+                                                      max_retries=saved.get("max_retries", BackendOptions.max_retries),
+                                                      batch=True), Path(saved["cache"]))
+    try:
+        return model.cancel_open()
+    finally:
+        model.close()
 
 
 def _run(model: Model, config: GenerateConfig, seeds: list[SeedTask], stats: RunStats, existing: list[dict],
@@ -183,10 +212,12 @@ def _run(model: Model, config: GenerateConfig, seeds: list[SeedTask], stats: Run
                        salt=f"segment-{segment.records}" if segment.records else "")
     sink = _Sink(config.out, existing[segment.records:], rejected_count - segment.rejections, stats)
     open_db(config.cache).close()  # create the schema once, before the feeders open it side by side
-    # Local models batch (one feeder); HTTP refills slots one by one, and a slot may carry several prompts.
+    # Local models batch (one feeder); HTTP refills slots one by one, and a slot may carry several prompts; the
+    # Batch API takes each wave of planned requests whole (one feeder in waves).
     prompts_in_flight = config.concurrency * (1 if spec.is_local else config.prompts_per_request)
-    dispatcher = Dispatcher(lambda: RecordedModel(model, config.cache, model_identity(spec)), prompts_in_flight,
-                            feeders=1 if spec.is_local else prompts_in_flight)
+    dispatcher = Dispatcher(lambda: RecordedModel(model, config.cache, model_identity(spec)),
+                            WAVE_LIMIT if config.batch else prompts_in_flight,
+                            feeders=1 if spec.is_local or config.batch else prompts_in_flight, waves=config.batch)
     gate = _Gate(config, stats, dispatcher, model_identity(spec))
     columns = (TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn())
@@ -195,7 +226,8 @@ def _run(model: Model, config: GenerateConfig, seeds: list[SeedTask], stats: Run
     failures = 0  # requests in a row that failed after their retries
     try:
         with Progress(*columns, console=console) as progress:
-            bar = progress.add_task("generate", total=config.num, completed=stats.kept, info=stats.progress_text())
+            bar = progress.add_task("generate", total=config.num, completed=stats.kept,
+                                    info=stats.progress_text() + model.status_text())
             gate.submit(state.new_jobs())
             while not state.finished and not (cost_capped := gate.stuck()):
                 answer = dispatcher.get(timeout=1.0)
@@ -210,7 +242,8 @@ def _run(model: Model, config: GenerateConfig, seeds: list[SeedTask], stats: Run
                     for outcome in state.receive(*answer):
                         sink.write(outcome)
                     gate.submit(state.new_jobs())
-                progress.update(bar, completed=min(stats.kept, config.num), info=stats.progress_text())
+                progress.update(bar, completed=min(stats.kept, config.num),
+                                info=stats.progress_text() + model.status_text())
                 if time.monotonic() - last_stats > STATS_EVERY_S:
                     store.write_json_atomic(config.out / store.STATS, stats.to_json())
                     last_stats = time.monotonic()
@@ -235,8 +268,9 @@ class _Gate:
         self.budget: Budget | None = None
         self.db = None
         self.backend = backend
-        if config.max_cost is not None:
-            self.budget = Budget(config.max_cost, config.price_in, config.price_out, paid_before=_paid(config, stats))
+        if config.max_cost is not None:  # at this invocation's price: the batch price in a batch run
+            self.budget = Budget(config.max_cost, config.price_in * stats.discount, config.price_out * stats.discount,
+                                 paid_before=_paid(config))
             self.db = open_db(config.cache)
 
     def stuck(self) -> bool:

@@ -3,7 +3,8 @@ live progress line, the final summary table, and `stats.json`.
 
 Record counts describe the run directory (what `data.jsonl` and `rejected.jsonl` hold, earlier invocations
 included). Request, token and time counters describe this invocation; `cost_usd` is what this invocation paid
-(answers from the response cache are free), `data_cost_usd` what every answer used this time cost when first paid.
+(answers from the response cache are free), `data_cost_usd` what every answer used this time costs at this
+invocation's price (a batch run's `discount` applies to both).
 
     stats = RunStats(target=100, price_in=0.15, price_out=0.60)
     stats.add_answer(completion)
@@ -26,6 +27,7 @@ class RunStats:
     target: int
     price_in: float = 0.0  # USD per million prompt tokens
     price_out: float = 0.0  # USD per million completion tokens
+    discount: float = 1.0  # share of the prices paid: the Batch API's discount in a batch run
     kept: int = 0
     rejected: Counter = field(default_factory=Counter)  # reason code -> count
     answers: int = 0
@@ -74,7 +76,8 @@ class RunStats:
         return self.kept / self.candidates if self.candidates else 0.0
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.price_in + completion_tokens * self.price_out) / 1e6
+        """USD for these tokens at this invocation's price (the discount included)."""
+        return (prompt_tokens * self.price_in + completion_tokens * self.price_out) * self.discount / 1e6
 
     @property
     def cost_usd(self) -> float:
@@ -104,6 +107,7 @@ class RunStats:
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens,
                        "paid_prompt": self.paid_prompt_tokens, "paid_completion": self.paid_completion_tokens},
             "price_per_million": {"input": self.price_in, "output": self.price_out},
+            "price_discount": self.discount,
             "cost_usd": round(self.cost_usd, 6),
             "data_cost_usd": round(self.data_cost_usd, 6),
             "seconds": round(self.seconds, 3),
@@ -125,6 +129,7 @@ def summary_table(stats: RunStats) -> Table:
     if stats.failed:
         table.add_row("  failed after their retries", str(stats.failed))
     table.add_row("tokens in / out", f"{stats.prompt_tokens:,} / {stats.completion_tokens:,}")
-    table.add_row("cost paid now / of the data", f"${stats.cost_usd:.4f} / ${stats.data_cost_usd:.4f}")
+    batch = f" (batch price, x{stats.discount:g})" if stats.discount != 1.0 else ""
+    table.add_row(f"cost paid now / of the data{batch}", f"${stats.cost_usd:.4f} / ${stats.data_cost_usd:.4f}")
     table.add_row("time", f"{stats.seconds:.1f} s")
     return table

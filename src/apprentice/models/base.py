@@ -100,6 +100,11 @@ class Model(ABC):
     def close(self) -> None:
         """Release connections or memory; the default holds nothing."""
 
+    def status_text(self) -> str:
+        """A short line on work the server holds for this model that no answer shows yet (a Batch API batch's
+        progress), for progress displays; empty for backends that answer as they go."""
+        return ""
+
     @property
     def stats(self) -> dict:
         """Counters worth reporting (requests, retries, tokens); backends add their own."""
@@ -119,3 +124,12 @@ class BackendOptions:
     # HTTP: a request that still fails after its retries comes back as a Completion with finish_reason FAILED (and
     # the error in raw) instead of stopping the stream; a wrong model name or key still raises at once
     keep_going: bool = False
+    # openai: send requests through the Batch API (half price, answers within 24 hours) instead of one by one; a
+    # stream's requests go as one batch (split at the API's limits), and `max_retries` bounds the resubmissions of
+    # lines that expired or failed
+    batch: bool = False
+    # HTTP: requests and tokens (prompt plus max_tokens) per minute, shared by every request of the model; providers
+    # refuse what goes above their limits with 429s, which cost retries and time. None: no limit of our own (the
+    # server's x-ratelimit-* headers are followed all the same); see models/ratelimit.py
+    rpm: float | None = None
+    tpm: float | None = None

@@ -4,7 +4,8 @@ Async httpx under a synchronous `stream()`: one event loop thread per model whos
 requests of every `stream` call, from any thread (so that many threads share one bound on requests in flight); with
 the completion API, a worker can send several waiting prompts with equal settings as one request. Retries with
 exponential backoff and jitter on 429/5xx/timeouts/dropped connections (honouring Retry-After), no retry on other
-4xx, and requests spread round-robin over several base URLs, skipping one that just failed.
+4xx, and requests spread round-robin over several base URLs, skipping one that just failed. `--rpm`/`--tpm` and the
+server's x-ratelimit-* headers pace the requests (models/ratelimit.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import httpx
 
 from apprentice.errors import BackendError, RetriesExhausted, UserError
 from apprentice.models.base import FAILED, BackendOptions, Completion, Model, Request
+from apprentice.models.ratelimit import RateLimiter, Ticket
 from apprentice.models.spec import DEFAULT_OPENAI_URL, ModelSpec
 
 RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -185,8 +187,9 @@ class _Sender:
         self.stats = HttpStats()
         self._next_url = 0
         self._unhealthy_until: dict[str, float] = {}
-        # made on the loop by `start`: requests waiting for a slot, and the slot workers with their clients
+        # made on the loop by `start`: requests waiting for a slot, the slot workers with their clients, the limiter
         self._ready: asyncio.Condition | None = None
+        self._limiter: RateLimiter | None = None
         self._waiting: deque[tuple[Request, Future]] = deque()
         self._workers: list[tuple[asyncio.Task, httpx.AsyncClient]] = []
 
@@ -196,6 +199,7 @@ class _Sender:
         connections = len(self.base_urls)  # a slot keeps a connection to each URL it has used
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         self._ready = asyncio.Condition()
+        self._limiter = RateLimiter(self.options.rpm, self.options.tpm)
         for _ in range(self.options.concurrency):
             client = httpx.AsyncClient(timeout=httpx.Timeout(self.options.timeout), limits=limits, headers=headers,
                                        verify=shared_ssl_context())
@@ -270,7 +274,8 @@ class _Sender:
                 return url
         return min(self.base_urls, key=lambda u: self._unhealthy_until.get(u, 0.0))
 
-    async def _attempt(self, client: httpx.AsyncClient, url: str, requests: Sequence[Request]) -> list[Completion]:
+    async def _attempt(self, client: httpx.AsyncClient, url: str, requests: Sequence[Request],
+                       ticket: Ticket | None) -> list[Completion]:
         path, body = request_body(self.model, requests)
         self.stats.requests += 1
         try:
@@ -279,6 +284,7 @@ class _Sender:
             raise _Retryable(f"timed out after {self.options.timeout:g} s ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise _Retryable(f"connection failed ({type(exc).__name__}: {exc})") from exc
+        self._limiter.observe(response.status_code, response.headers, ticket)
         if response.status_code in RETRY_STATUSES:
             raise _Retryable(
                 f"HTTP {response.status_code}: {_error_detail(response)}",
@@ -294,17 +300,27 @@ class _Sender:
                 f"{hint.get(response.status_code, '')}"
             )
         try:
-            return parse_response(requests, response.json())
+            completions = parse_response(requests, response.json())
         except (ValueError, KeyError, TypeError, IndexError) as exc:
             raise _Retryable(f"malformed response ({type(exc).__name__}): {response.text[:120]!r}") from exc
+        if ticket is not None:
+            self._limiter.settle(ticket, completions)
+        return completions
 
     async def _complete(self, client: httpx.AsyncClient, requests: Sequence[Request]) -> list[Completion]:
-        started = time.monotonic()
+        started: float | None = None
         last_error = ""
         for attempt in range(self.options.max_retries + 1):
+            ticket: Ticket | None = None
+            if self._limiter.active:
+                ticket = await self._limiter.acquire(requests)
+            else:  # nothing limits yet: no waiting, only a count, which a limit learnt later pays back
+                self._limiter.skip()
+            if started is None:  # waiting for the rate limit, like waiting for a slot, is not the request's time
+                started = time.monotonic()
             url = self._pick_url()
             try:
-                completions = await self._attempt(client, url, requests)
+                completions = await self._attempt(client, url, requests, ticket)
             except _Retryable as exc:
                 last_error = f"{url}: {exc}"
                 self.stats.count_error(str(exc).split(":")[0].split(" (")[0])

@@ -1,8 +1,9 @@
 """A response cache and call record in SQLite, wrapping any Model.
 
-Every call is recorded (backend, request, raw response, usage, seconds); an identical request to the same backend is
-answered from the record instead of paying again, so resumed and repeated runs cost nothing. Schema changes are small
-named migrations applied once, in order.
+Every call is recorded (backend, request, raw response, usage, seconds, whether the Batch API answered it); an
+identical request to the same backend is answered from the record instead of paying again, so resumed and repeated
+runs cost nothing. The Batch API backend (models/batch.py) keeps its submitted batches here too, so the batches and
+the answers they bought are in one file. Schema changes are small named migrations applied once, in order.
 """
 
 from __future__ import annotations
@@ -34,8 +35,35 @@ def _create_calls(db: sqlite3.Connection) -> None:
     )
 
 
+def _create_batches(db: sqlite3.Connection) -> None:
+    # 1: paid at the Batch API's price, which cost accounting discounts
+    db.execute("ALTER TABLE calls ADD COLUMN batch INTEGER NOT NULL DEFAULT 0")
+    db.execute(
+        """CREATE TABLE batches (
+            input_file_id TEXT PRIMARY KEY,  -- the uploaded JSONL: known before the batch exists
+            backend TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            batch_id TEXT,  -- NULL until the create call has returned (a restart looks the batch up by its file)
+            status TEXT NOT NULL,  -- as last seen: "uploaded", then the API's own
+            cancel_requested INTEGER NOT NULL DEFAULT 0,
+            collected REAL,  -- when its answers were recorded in calls: never polled again
+            created REAL NOT NULL
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE batch_lines (
+            input_file_id TEXT NOT NULL REFERENCES batches (input_file_id),
+            key TEXT NOT NULL,  -- the request's key, sent as the line's custom_id
+            request TEXT NOT NULL,
+            PRIMARY KEY (input_file_id, key)
+        )"""
+    )
+    db.execute("CREATE INDEX batch_lines_key ON batch_lines (key)")
+
+
 MIGRATIONS: list[Migration] = [
     ("001_create_calls", _create_calls),
+    ("002_create_batches", _create_batches),
 ]
 
 
@@ -48,15 +76,17 @@ def open_db(path: Path) -> sqlite3.Connection:
     return db
 
 
-def usage(path: Path, backend: str) -> tuple[int, int, int]:
+def usage(path: Path, backend: str, batch: bool | None = None) -> tuple[int, int, int]:
     """(calls, prompt tokens, completion tokens) the record at `path` holds for `backend`: what it was paid, each
-    call once; zeros when there is no record yet."""
+    call once; zeros when there is no record yet. `batch`: only the calls the Batch API answered (True) or only the
+    others (False)."""
     if not path.is_file():
         return 0, 0, 0
     db = open_db(path)
+    only = "" if batch is None else f" AND batch = {int(batch)}"
     try:
         return db.execute("SELECT COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0) "
-                          "FROM calls WHERE backend = ?", (backend,)).fetchone()
+                          f"FROM calls WHERE backend = ?{only}", (backend,)).fetchone()
     finally:
         db.close()
 
@@ -65,6 +95,26 @@ def is_recorded(db: sqlite3.Connection, backend: str, request: Request) -> bool:
     """Whether the record answers `request` for `backend` (so sending it costs nothing)."""
     return db.execute("SELECT 1 FROM calls WHERE backend = ? AND key = ?",
                       (backend, request.key())).fetchone() is not None
+
+
+def recorded(db: sqlite3.Connection, backend: str, request: Request) -> Completion | None:
+    """The recorded answer to `request` for `backend` (with `cached=True`), or None."""
+    row = db.execute("SELECT completion FROM calls WHERE backend = ? AND key = ?",
+                     (backend, request.key())).fetchone()
+    return None if row is None else Completion(**{**json.loads(row[0]), "cached": True})
+
+
+def record_call(db: sqlite3.Connection, backend: str, request: Request, completion: Completion, seconds: float,
+                batch: bool = False) -> None:
+    """Record one paid answer, in the caller's transaction. The first record of a call stands: the Batch API
+    backend records a batch's answers when it collects them, before RecordedModel sees them."""
+    db.execute(
+        "INSERT OR IGNORE INTO calls (backend, key, request, completion, prompt_tokens, completion_tokens, seconds,"
+        " created, batch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (backend, request.key(), json.dumps(request.to_json(), ensure_ascii=False),
+         json.dumps(completion.to_record(), ensure_ascii=False), completion.prompt_tokens,
+         completion.completion_tokens, seconds, time.time(), int(batch)),
+    )
 
 
 class RecordedModel(Model):
@@ -84,12 +134,10 @@ class RecordedModel(Model):
         return {**self.inner.stats, "cache_hits": self.cache_hits, "paid_calls": self.paid_calls}
 
     def lookup(self, request: Request) -> Completion | None:
-        row = self.db.execute(
-            "SELECT completion FROM calls WHERE backend = ? AND key = ?", (self.backend, request.key())
-        ).fetchone()
-        if row is None:
-            return None
-        return Completion(**{**json.loads(row[0]), "cached": True})
+        return recorded(self.db, self.backend, request)
+
+    def status_text(self) -> str:
+        return self.inner.status_text()
 
     def stream(self, requests: Sequence[Request]) -> Iterator[tuple[int, Completion]]:
         missing: list[int] = []
@@ -106,20 +154,10 @@ class RecordedModel(Model):
             if completion.finish_reason != FAILED:  # a failed request is not an answer: a rerun asks it again
                 # the backend's own time when it reports one; else time since the stream began (an upper bound)
                 seconds = completion.seconds if completion.seconds is not None else time.monotonic() - started
-                self._record(requests[index], completion, seconds)
+                with self.db:
+                    record_call(self.db, self.backend, requests[index], completion, seconds)
                 self.paid_calls += 1
             yield index, completion
-
-    def _record(self, request: Request, completion: Completion, seconds: float) -> None:
-        payload = completion.to_record()
-        with self.db:
-            self.db.execute(
-                "INSERT OR REPLACE INTO calls (backend, key, request, completion, prompt_tokens, completion_tokens,"
-                " seconds, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (self.backend, request.key(), json.dumps(request.to_json(), ensure_ascii=False),
-                 json.dumps(payload, ensure_ascii=False), completion.prompt_tokens, completion.completion_tokens,
-                 seconds, time.time()),
-            )
 
     def close(self) -> None:
         self.db.close()

@@ -1,4 +1,5 @@
-"""An OpenAI-compatible server over a local model: /v1/models, /v1/chat/completions, /v1/completions.
+"""An OpenAI-compatible server over a local model: /v1/models, /v1/chat/completions, /v1/completions, and the Batch
+API (/v1/files, /v1/batches: models/serve_batch.py), so a local model can stand in for OpenAI in batch mode too.
 
 Run it with `apprentice serve --model SPEC --port 8000`, then point any OpenAI client (or `--teacher
 openai:NAME@http://127.0.0.1:8000/v1`) at it. Requests that arrive together are generated as one batch: a single
@@ -13,7 +14,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
 from fastapi import FastAPI, Request as HttpRequest
@@ -66,6 +67,15 @@ def _error(status: int, message: str, kind: str = "invalid_request_error") -> JS
 class BadParameter(ValueError):
     """A request parameter the server cannot honour: answered 400 naming it, as OpenAI does."""
 
+    status, kind = 400, "invalid_request_error"
+
+
+class UnknownModel(BadParameter):
+    status, kind = 404, "not_found_error"
+
+
+Call = tuple[list[Request], Callable[[list[Completion]], dict]]  # the requests of one call, and its response body
+
 
 def _number(body: dict, name: str, default: float, low: float, high: float, integer: bool = False) -> float:
     value = body.get(name)
@@ -107,81 +117,39 @@ def _usage(completions: list[Completion]) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": generated, "total_tokens": prompt + generated}
 
 
-def create_app(model: Model, name: str | Sequence[str], max_batch: int = 16) -> FastAPI:
-    """The server's app; `name` is the model name clients send, or several (aliases, as vLLM's
-    --served-model-name: tools that choose behaviour by model name need one), the first reported as the id."""
-    names = [name] if isinstance(name, str) else list(name)
-    name = names[0]
-    app = FastAPI(title="apprentice serve", docs_url=None, redoc_url=None)
-    batcher = Batcher(model, max_batch)
-    created = int(time.time())
+def _chat_call(body: dict, name: str) -> Call:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages or not all(
+        isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages
+    ):
+        raise BadParameter("messages must be a non-empty list of {role, content} objects with string content")
+    logprobs = int(_number(body, "top_logprobs", 0, 0, 20, integer=True)) if body.get("logprobs") else None
+    request = Request(messages=[{"role": m.get("role", "user"), "content": m["content"]} for m in messages],
+                      logprobs=logprobs or None, **_sampling(body))
 
-    async def run(requests: list[Request]) -> list[Completion]:
-        futures = [batcher.submit(r) for r in requests]
-        return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
-
-    async def parse(http: HttpRequest) -> dict | JSONResponse:
-        try:
-            body = json.loads(await http.body())
-        except ValueError:
-            return _error(400, "request body is not valid JSON")
-        if not isinstance(body, dict):
-            return _error(400, "request body must be a JSON object")
-        if body.get("model") not in (None, *names):
-            return _error(404, f"model {body.get('model')!r} not found; this server has {', '.join(map(repr, names))}",
-                          "not_found_error")
-        return body
-
-    @app.get("/v1/models")
-    async def models() -> dict:
-        return {"object": "list", "data": [{"id": served, "object": "model", "created": created,
-                                            "owned_by": "apprentice"} for served in names]}
-
-    @app.post("/v1/chat/completions")
-    async def chat(http: HttpRequest):
-        body = await parse(http)
-        if isinstance(body, JSONResponse):
-            return body
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages or not all(
-            isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages
-        ):
-            return _error(400, "messages must be a non-empty list of {role, content} objects with string content")
-        try:
-            logprobs = int(_number(body, "top_logprobs", 0, 0, 20, integer=True)) if body.get("logprobs") else None
-            sampling = _sampling(body)
-        except BadParameter as exc:
-            return _error(400, str(exc))
-        request = Request(messages=[{"role": m.get("role", "user"), "content": m["content"]} for m in messages],
-                          logprobs=logprobs or None, **sampling)
-        [completion] = await run([request])
+    def respond(completions: list[Completion]) -> dict:
+        [completion] = completions
         choice: dict = {"index": 0, "message": {"role": "assistant", "content": completion.text},
                         "finish_reason": completion.finish_reason}
         if completion.top_logprobs is not None:
             top = [{"token": t, "logprob": lp} for t, lp in completion.top_logprobs.items()]
             choice["logprobs"] = {"content": [{"token": top[0]["token"], "logprob": top[0]["logprob"],
                                                "top_logprobs": top}]}
-        response = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
-                    "model": name, "choices": [choice], "usage": _usage([completion])}
-        if body.get("stream"):
-            return _as_event_stream(response)
-        return response
+        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+                "model": name, "choices": [choice], "usage": _usage([completion])}
 
-    @app.post("/v1/completions")
-    async def completions(http: HttpRequest):
-        body = await parse(http)
-        if isinstance(body, JSONResponse):
-            return body
-        prompt = body.get("prompt")
-        prompts = [prompt] if isinstance(prompt, str) else prompt
-        if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-            return _error(400, "prompt must be a string or a non-empty list of strings")
-        try:
-            logprobs = int(_number(body, "logprobs", 0, 0, 20, integer=True)) or None
-            sampling = _sampling(body)
-        except BadParameter as exc:
-            return _error(400, str(exc))
-        results = await run([Request(prompt=p, logprobs=logprobs, **sampling) for p in prompts])
+    return [request], respond
+
+
+def _completions_call(body: dict, name: str) -> Call:
+    prompt = body.get("prompt")
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise BadParameter("prompt must be a string or a non-empty list of strings")
+    logprobs = int(_number(body, "logprobs", 0, 0, 20, integer=True)) or None
+    sampling = _sampling(body)
+
+    def respond(results: list[Completion]) -> dict:
         choices = []
         for index, completion in enumerate(results):
             choice: dict = {"index": index, "text": completion.text, "finish_reason": completion.finish_reason,
@@ -192,6 +160,60 @@ def create_app(model: Model, name: str | Sequence[str], max_batch: int = 16) -> 
         return {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion", "created": int(time.time()),
                 "model": name, "choices": choices, "usage": _usage(results)}
 
+    return [Request(prompt=p, logprobs=logprobs, **sampling) for p in prompts], respond
+
+
+ENDPOINTS = {"/v1/chat/completions": _chat_call, "/v1/completions": _completions_call}
+
+
+def plan_call(endpoint: str, body: object, names: Sequence[str]) -> Call:
+    """The requests one call to `endpoint` asks and how to answer it; raises BadParameter (or UnknownModel) for
+    what OpenAI would refuse. The online endpoints and the batch worker share it, so both answer alike."""
+    if not isinstance(body, dict):
+        raise BadParameter("request body must be a JSON object")
+    if body.get("model") not in (None, *names):
+        raise UnknownModel(f"model {body.get('model')!r} not found; this server has {', '.join(map(repr, names))}")
+    return ENDPOINTS[endpoint](body, names[0])
+
+
+def create_app(model: Model, name: str | Sequence[str], max_batch: int = 16) -> FastAPI:
+    """The server's app; `name` is the model name clients send, or several (aliases, as vLLM's
+    --served-model-name: tools that choose behaviour by model name need one), the first reported as the id."""
+    from apprentice.models.serve_batch import add_batch_routes
+
+    names = [name] if isinstance(name, str) else list(name)
+    app = FastAPI(title="apprentice serve", docs_url=None, redoc_url=None)
+    batcher = Batcher(model, max_batch)
+    created = int(time.time())
+
+    async def answer(endpoint: str, http: HttpRequest) -> tuple[dict, dict | JSONResponse]:
+        """The request's body (empty when unreadable) and the response to it."""
+        try:
+            body = json.loads(await http.body())
+        except ValueError:
+            return {}, _error(400, "request body is not valid JSON")
+        try:
+            requests, respond = plan_call(endpoint, body, names)
+        except BadParameter as exc:
+            return {}, _error(exc.status, str(exc), exc.kind)
+        futures = [batcher.submit(r) for r in requests]
+        return body, respond(list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))))
+
+    @app.get("/v1/models")
+    async def models() -> dict:
+        return {"object": "list", "data": [{"id": served, "object": "model", "created": created,
+                                            "owned_by": "apprentice"} for served in names]}
+
+    @app.post("/v1/chat/completions")
+    async def chat(http: HttpRequest):
+        body, response = await answer("/v1/chat/completions", http)
+        return _as_event_stream(response) if body.get("stream") else response
+
+    @app.post("/v1/completions")
+    async def completions(http: HttpRequest):
+        return (await answer("/v1/completions", http))[1]
+
+    add_batch_routes(app, batcher, names)
     app.state.batcher = batcher
     return app
 

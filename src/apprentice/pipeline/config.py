@@ -8,8 +8,8 @@ section or key, a wrong type, a bad model spec or a missing file is one error na
     [generate]  num, strategy, seeds, seed, ...          apprentice generate options
     [train]     base, lora, epochs, max_steps, lr, ...   apprentice train options
     [eval]      prompts, limit, max_tokens, before_after which prompts both models answer
-    [judge]     model, orders, seed, max_tokens          the LLM judge (default: the teacher)
-    [annotate]  votes_per_item                           optional: prepare a blind human-vote database too
+    [judge]     model, orders, seed, max_tokens, ...     the LLM judge (default: the teacher), its controls
+    [annotate]  votes_per_item, controls                 optional: prepare a blind human-vote database too
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 from apprentice.errors import UserError
 from apprentice.generate.filters import FilterConfig
 from apprentice.models.base import BackendOptions
+from apprentice.models.ratelimit import check_limits
 from apprentice.models.spec import parse_spec
 from apprentice.settings import check_bounds, toml_names
 from apprentice.train.loop import TrainConfig
@@ -36,6 +37,8 @@ class TeacherSection:
     prompts_per_request: int = 1  # HTTP teachers, completion API: prompts sent in one generate request
     timeout: float = BackendOptions.timeout  # HTTP teachers: seconds per request before it is retried
     max_retries: int = BackendOptions.max_retries  # HTTP teachers: retries on 429/5xx/timeouts/dropped connections
+    rpm: float | None = None  # HTTP teachers: requests per minute at most (the provider's limit); none: no limit
+    tpm: float | None = None  # HTTP teachers: tokens per minute at most (prompt plus max_tokens per request)
 
 
 @dataclass
@@ -54,6 +57,8 @@ class GenerateSection:
     answer_max_tokens: int = 512  # outputs = teacher: most tokens per answer (a cut answer is rejected)
     answer_temperature: float = 0.0  # outputs = teacher: 0 = greedy
     filters: FilterConfig = field(default_factory=FilterConfig)  # [generate.filters]: thresholds of the filters
+    batch: bool = False  # openai: teachers: each wave of planned requests as one Batch API batch (half price)
+    batch_discount: float = 0.5  # batch requests cost this share of price_in/price_out
 
 
 @dataclass
@@ -74,11 +79,15 @@ class JudgeSection:
     max_tokens: int = 16
     timeout: float = BackendOptions.timeout  # HTTP judges: seconds per request before it is retried
     max_retries: int = BackendOptions.max_retries  # HTTP judges: retries on 429/5xx/timeouts/dropped connections
+    controls: int = 0  # control pairs (a real answer against a wrong one) the judge also judges, to check it
+    rpm: float | None = None  # HTTP judges: requests per minute at most; none: the teacher's when it judges too
+    tpm: float | None = None  # HTTP judges: tokens per minute at most; none: the teacher's when it judges too
 
 
 @dataclass
 class AnnotateSection:
     votes_per_item: int = 1  # human votes wanted per instruction, from different annotators
+    controls: int = 0  # control items shown to every annotator, made once with the database, to check them
 
 
 @dataclass
@@ -193,6 +202,9 @@ def _check(config: RunConfig, source: str) -> None:
             raise UserError(f"{source}: [{key.split('.')[0]}] {key.split('.')[1]}: {exc}") from None
     if parse_spec(config.train.base).kind == "openai":
         raise UserError(f"{source}: [train] base must be a local model (hf:, gguf: or bundled:), not openai:")
+    if config.generate.batch and parse_spec(config.teacher.model).kind != "openai":
+        raise UserError(f"{source}: [generate] batch needs an openai: teacher (the Batch API), not "
+                        f"{config.teacher.model}")
     for key, path in (("generate.seeds", config.generate.seeds), ("eval.prompts", config.eval.prompts)):
         if path is not None and not path.is_file():
             raise UserError(f"{source}: [{key.split('.')[0]}] {key.split('.')[1]}: no such file {path}")
@@ -208,6 +220,13 @@ def _check(config: RunConfig, source: str) -> None:
         raise UserError(f"{source}: [judge] orders must be 1 or 2, got {config.judge.orders}")
     if config.eval.before_after < 0:
         raise UserError(f"{source}: [eval] before_after must be 0 or more, got {config.eval.before_after}")
+    for section in ("teacher", "judge"):
+        limits = getattr(config, section)
+        check_limits(limits.rpm, limits.tpm, f"{source}: [{section}] rpm", f"{source}: [{section}] tpm")
+    annotate = config.annotate or AnnotateSection()
+    for section, controls in (("judge", config.judge.controls), ("annotate", annotate.controls)):
+        if controls < 0:
+            raise UserError(f"{source}: [{section}] controls must be 0 or more, got {controls}")
 
 
 def load_config(path: Path) -> RunConfig:

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from apprentice.errors import UserError
+from apprentice.evaluate.agreement import annotator_agreement, compare
+from apprentice.evaluate.controls import control_summary
 from apprentice.evaluate.outputs import ModelOutput, load_outputs, read_json
-from apprentice.evaluate.stats import summarize
+from apprentice.evaluate.stats import is_control, summarize
 from apprentice.evaluate.tally import read_annotations
 from apprentice.generate import store
 from apprentice.jsonfile import Where, get_str, parse_json_list, read_log_lines, read_text, require_object, \
@@ -108,7 +110,7 @@ def report_context(files: RunFiles) -> dict[str, Any]:
         "answers": answers_section(files, student, teacher),
         "clone": clone_section(files),
         "comparison": comparison_section(files, annotations),
-        "votes": votes_section(files),
+        "votes": votes_section(files, annotations),
         "examples": examples_section(annotations, student, teacher),
         "before_after": before_after_section(files, student),
     }
@@ -246,35 +248,50 @@ def comparison_section(files: RunFiles, annotations: list[dict] | None) -> dict[
         return {**_not_run(files, files.annotations, "apprentice judge"), "empty": True}
     summary = _summary(files.annotations, annotations)
     word, sentence = facts.reading(summary)
+    controls = _controls(files.annotations, annotations)
+    if controls and controls["flagged"]:
+        sentence += " " + facts.control_caution(controls)
     first = annotations[0]
     return {
-        "ran": True, "s": summary, "reading": word, "reading_text": sentence,
+        "ran": True, "s": summary, "reading": word, "reading_text": sentence, "controls": controls,
         "student": first.get("generator_1") or "output_1", "teacher": first.get("generator_2") or "output_2",
         "judges": sorted({str(a.get("annotator")) for a in annotations if a.get("annotator")}),
         "bar_plot": plots.verdict_bar(summary["wins"], summary["ties"], summary["losses"], summary["failed"]),
     }
 
 
-def votes_section(files: RunFiles) -> dict[str, Any]:
+def votes_section(files: RunFiles, judged: list[dict] | None = None) -> dict[str, Any]:
     """Blind human votes from RUN/votes.sqlite (`[annotate]` in the config, then `apprentice annotate`), counted like
-    the judge's verdicts: one judgment per vote."""
+    the judge's verdicts: one judgment per vote; with the agreement between annotators (under their pseudonyms: the
+    page may be mailed), their accuracy on control items and, when the judge ran too, humans against the judge."""
     # databases a rerun moved aside when the answers changed: votes on earlier answers, counted but not tallied here
     earlier = [{"db": path.name, "votes": len(read_annotations(path))}
                for path in sorted(files.root.glob("votes.*.sqlite"))]
     if not files.votes.is_file():
         return {"ran": False, "exists": False, "earlier": earlier}
-    votes = read_annotations(files.votes)
-    if not votes:
+    votes = [{**v, "annotator": v["annotator_id"]} for v in read_annotations(files.votes)]
+    real = [v for v in votes if not is_control(v)]
+    if not real:
         return {"ran": False, "exists": True, "db": str(files.votes.relative_to(files.root)), "earlier": earlier}
-    summary = _summary(files.votes, votes)
+    summary = _summary(files.votes, real)
     word, sentence = facts.reading(summary)
+    controls = control_summary(votes)
+    versus = None
+    if judged and any(not is_control(a) for a in judged):
+        try:
+            versus = compare(votes, judged, "the votes", "the judge")
+        except UserError as exc:  # a run in progress: the judge has not judged the new answers yet
+            versus = {"error": str(exc)}
     return {"ran": True, "s": summary, "reading": word, "reading_text": sentence, "earlier": earlier,
-            "annotators": len({v.get("annotator") for v in votes}),
+            "annotators": len({v.get("annotator") for v in votes}), "control_votes": len(votes) - len(real),
+            "agreement": annotator_agreement(votes), "controls": controls, "versus_judge": versus,
             "bar_plot": plots.verdict_bar(summary["wins"], summary["ties"], summary["losses"], summary["failed"])}
 
 
 def examples_section(annotations: list[dict] | None, student: list[ModelOutput] | None,
                      teacher: list[ModelOutput] | None) -> dict[str, Any]:
+    controls = control_summary(annotations) if annotations else None
+    annotations = [a for a in annotations or [] if not is_control(a)]
     if annotations:
         rows = []
         for index in facts.pick_examples(annotations, SIDE_BY_SIDE):
@@ -286,7 +303,7 @@ def examples_section(annotations: list[dict] | None, student: list[ModelOutput] 
             rows.append({"instruction": item.get("instruction", ""), "student": facts.clip(item["output_1"]),
                          "teacher": facts.clip(item["output_2"]), "verdict": words, "css": css,
                          "judge_said": judge_said})
-        return {"ran": True, "judged": True, "rows": rows, "total": len(annotations)}
+        return {"ran": True, "judged": True, "rows": rows, "total": len(annotations), "controls": controls}
     if student is not None and teacher is not None:
         answers = {o.instruction: o.output for o in teacher}
         shared = [o for o in student if o.instruction in answers][:SIDE_BY_SIDE]
@@ -345,6 +362,13 @@ def _summary(path: Path, annotations: list[dict]) -> dict[str, Any]:
              for a in annotations]
     try:
         return summarize(named, model="student")
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+
+
+def _controls(path: Path, annotations: list[dict]) -> dict[str, Any] | None:
+    try:
+        return control_summary(annotations)
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from None
 

@@ -130,6 +130,14 @@ def reading(summary: dict[str, Any]) -> tuple[str, str]:
     return word, sentence
 
 
+def control_caution(controls: dict[str, Any]) -> str:
+    """A sentence for a judge (or a crowd) whose accuracy on control pairs fell below the threshold."""
+    return (f"Caution: on {controls['n']} control pairs, a real answer against a deliberately wrong one, the "
+            f"verdicts picked the real answer only {100 * controls['accuracy']:.0f}% of the time (ties half; 50% is "
+            f"chance, {100 * controls['threshold']:.0f}% the threshold), so they say little about which answer is "
+            f"better.")
+
+
 def verdict(annotation: dict[str, Any], index: int) -> tuple[str, str]:
     """(a CSS class, the verdict in words) of one annotation whose output_1 is the student's."""
     preference = read_preference(annotation.get("preference"), index)

@@ -92,10 +92,12 @@ def _generate_config(config: RunConfig, run_dir: Path):
         teacher=config.teacher.model, out=run_dir / "generate", num=g.num, seeds=g.seeds, strategy=g.strategy,
         api=g.api, seed=g.seed, concurrency=config.teacher.concurrency,
         prompts_per_request=config.teacher.prompts_per_request, max_requests=g.max_requests,
-        timeout=config.teacher.timeout, max_retries=config.teacher.max_retries,
+        timeout=config.teacher.timeout, max_retries=config.teacher.max_retries, rpm=config.teacher.rpm,
+        tpm=config.teacher.tpm,
         price_in=g.price_in, price_out=g.price_out, max_cost=g.max_cost, threshold=g.threshold, filters=g.filters,
         outputs=g.outputs,
         answer_max_tokens=g.answer_max_tokens, answer_temperature=g.answer_temperature, cache=run_dir / CALLS,
+        batch=g.batch, batch_discount=g.batch_discount,
     )
 
 
@@ -188,7 +190,8 @@ def _references(config: RunConfig, run_dir: Path, resuming: bool, console: Conso
     answers = run_dir / "answers"
     common = dict(max_tokens=config.eval.max_tokens, temperature=config.eval.temperature,
                   batch_size=config.eval.batch_size, concurrency=config.teacher.concurrency,
-                  timeout=config.teacher.timeout, max_retries=config.teacher.max_retries)
+                  timeout=config.teacher.timeout, max_retries=config.teacher.max_retries, rpm=config.teacher.rpm,
+                  tpm=config.teacher.tpm)
     console.rule("teacher answers")
     answer(AnswerConfig(model=config.teacher.model, prompts=str(path), out=str(answers / "teacher.json"),
                         generator=TEACHER, cache=str(run_dir / CALLS), **common), console)
@@ -238,8 +241,18 @@ def _judge(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -
     judge_files(run_dir / "answers" / "student.json", run_dir / "answers" / "teacher.json", config.judge_model,
                 run_dir / "judge" / "annotations.json", orders=config.judge.orders, seed=config.judge.seed,
                 max_tokens=config.judge.max_tokens, console=console, cache=run_dir / CALLS,
+                controls=config.judge.controls,
                 options=BackendOptions(concurrency=config.teacher.concurrency, batch_size=config.eval.batch_size,
-                                       timeout=config.judge.timeout, max_retries=config.judge.max_retries))
+                                       timeout=config.judge.timeout, max_retries=config.judge.max_retries,
+                                       **_judge_limits(config)))
+
+
+def _judge_limits(config: RunConfig) -> dict[str, float | None]:
+    """[judge] rpm and tpm; when the teacher judges, its limits unless [judge] sets its own (one key, one limit)."""
+    limits = {"rpm": config.judge.rpm, "tpm": config.judge.tpm}
+    if config.judge_model == config.teacher.model:
+        limits = {key: getattr(config.teacher, key) if value is None else value for key, value in limits.items()}
+    return limits
 
 
 def _tally(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -> None:
@@ -263,7 +276,8 @@ def _annotate(config: RunConfig, run_dir: Path, resuming: bool, console: Console
         move_aside(votes, kept)
         console.print(f"the answers changed: the votes cast on the earlier ones are kept in {kept}", highlight=False)
     db = create_db(votes)
-    import_pairs(db, pairs)
+    # 0 keeps what the database has, so controls added with `apprentice annotate --controls` survive a rerun
+    import_pairs(db, pairs, config.annotate.controls or None)
     db.close()
     console.print(f"human votes: apprentice annotate --a {a} --b {b} --db {run_dir / 'votes.sqlite'} "
                   f"--votes-per-item {config.annotate.votes_per_item}", highlight=False)
@@ -307,7 +321,9 @@ STAGES: tuple[Stage, ...] = (
           lambda c: {"base": c.train.base, "max_len": c.train.max_len}, _fidelity),
     Stage("judge", ANSWERS, ("judge",),
           lambda c: {"judge": _model(c.judge_model), "orders": c.judge.orders, "seed": c.judge.seed,
-                     "max_tokens": c.judge.max_tokens}, _judge),
+                     "max_tokens": c.judge.max_tokens,
+                     # only when set, so that runs judged before controls existed keep their key
+                     **({"controls": c.judge.controls} if c.judge.controls else {})}, _judge),
     Stage("tally", ("judge/annotations.json",), ("tally.json",), _nothing, _tally),
     # votes are never moved with the stage: _annotate keeps the database of earlier answers under its own name
     Stage("annotate", ANSWERS, (), _nothing, _annotate,
