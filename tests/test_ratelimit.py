@@ -203,14 +203,15 @@ def test_rpm_at_the_servers_rate_gets_almost_no_429s():
     teacher = RateLimitedTeacher(50, window=0.2, counting=BUCKET)
     _, started, ended = run_against(teacher, 200, concurrency=32, rpm=50 * 60)
     assert refused_share(teacher) <= 0.01, teacher.refused
-    assert 200 / (ended - started) >= 0.75 * 50  # 0.97 on a quiet machine: what is lost here is the machine's
+    # 0.97 on a quiet machine; what a loaded one loses is its own (bench/ratelimit.py measures the share)
+    assert 200 / (ended - started) >= 0.5 * 50
 
 
 def test_without_rpm_the_servers_headers_are_followed():
     teacher = RateLimitedTeacher(50, window=0.2, counting=BUCKET, headers=True)
     _, started, ended = run_against(teacher, 150, concurrency=8)  # far above 50 a second, unlimited
     assert refused_share(teacher) <= 0.01, teacher.refused
-    assert 150 / (ended - started) >= 0.75 * 50
+    assert 150 / (ended - started) >= 0.5 * 50
 
 
 def test_after_a_burst_of_429s_the_pace_recovers():
@@ -222,7 +223,8 @@ def test_after_a_burst_of_429s_the_pace_recovers():
     burst.join()
     assert teacher.refused >= 1  # the burst came
     assert all(t < burst_end + 0.5 for t in teacher.refused_at)  # and only the burst: no 429s after it
-    assert teacher.rate(burst_end + 0.5, ended - 0.2) >= 0.75 * 50  # soon back near the limit
+    # soon back up: each of the burst's 429s lowered the pace by a tenth, and without recovery it would stay there
+    assert teacher.rate(burst_end + 0.5, ended - 0.2) >= 0.5 * 50
 
 
 def test_tpm_paces_prompt_and_max_tokens():
