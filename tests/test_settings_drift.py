@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-import pytest
 from typer.main import get_command
 
 from apprentice.cli import app
 from apprentice.evaluate.answer import AnswerConfig
-from apprentice.generate.config import GenerateConfig
+from apprentice.evaluate.judge import JudgeConfig
+from apprentice.generate.config import TEACHER_KEYS, GenerateConfig
 from apprentice.generate.filters import FilterConfig
 from apprentice.pipeline.config import section_keys
-from apprentice.pipeline.config import EvalSection, GenerateSection, JudgeSection, TeacherSection
+from apprentice.pipeline.config import EvalSection, TeacherSection
+from apprentice.settings import cli_fields, toml_names
 from apprentice.train.loop import TrainConfig
 
 
@@ -26,25 +27,25 @@ def options(command: str) -> set[str]:
     return {p.name for p in get_command(app).commands[command].params}
 
 
-# settings the pipeline sets itself from the run directory, or that a run fixes when it starts
-GENERATE_PIPELINE = {"out", "cache", "window"}
-# [teacher] holds the teacher's settings, which generate, the teacher's answers and the judge (by default) share
-GENERATE_FROM_TEACHER = {"teacher": "model", "concurrency": "concurrency", "prompts_per_request": "prompts_per_request",
-                         "timeout": "timeout", "max_retries": "max_retries", "rpm": "rpm", "tpm": "tpm"}
-# the filter thresholds a command line needs most; [generate.filters] sets every FilterConfig field
-FILTER_OPTIONS = {"min_words", "max_words", "loop_compression", "echo_rouge"}
+def cli_names(cls) -> set[str]:
+    return {f.name for f, _ in cli_fields(cls)}
 
 
-def test_generate_options_match_the_dataclass():
+def test_generate_options_are_the_dataclass():
     actions = {"estimate", "cancel_batches"}  # what to do with the settings (or a run's batches), not a setting
-    assert options("generate") - actions == (names(GenerateConfig) - {"filters", "window"}) | FILTER_OPTIONS
-    assert {"min_words", "max_words", "echo_rouge"} <= names(FilterConfig)  # loop_compression: loop_max_compression
+    assert options("generate") - actions == (names(GenerateConfig) - {"filters"}) | names(FilterConfig)
+    assert cli_names(GenerateConfig) == options("generate") - actions
 
 
-def test_generate_config_sections_match_the_dataclass():
-    toml = names(GenerateSection) | set(GENERATE_FROM_TEACHER)
-    assert toml == names(GenerateConfig) - GENERATE_PIPELINE
-    assert set(GENERATE_FROM_TEACHER.values()) <= names(TeacherSection)
+def test_generate_section_is_the_dataclass_with_the_teacher_from_its_own_section():
+    # the paths are the run directory's, the lookahead a run fixes when it starts; [teacher] holds the teacher
+    # (its `model`) and how it is reached, shared by generate, the teacher's answers and (by default) the judge
+    pipeline_sets = {"out", "cache", "window"}
+    assert section_keys("generate") == names(GenerateConfig) - pipeline_sets - {"teacher", *TEACHER_KEYS}
+    assert section_keys("teacher") == {"model", *TEACHER_KEYS}
+    teacher = {f.name: f.default for f in fields(TeacherSection)}
+    assert all(teacher[key] == GenerateConfig.__dataclass_fields__[key].default for key in TEACHER_KEYS)
+    assert section_keys("generate") >= {"filters"} and names(FilterConfig) == toml_names(FilterConfig)
 
 
 def test_train_options_and_section_match_the_dataclass():
@@ -56,13 +57,17 @@ def test_train_options_and_section_match_the_dataclass():
 def test_answer_options_match_the_dataclass_and_eval_section():
     assert options("answer") == names(AnswerConfig)
     # [eval] says how both models are asked (and which prompts); the rest the pipeline sets per model ([teacher]
-    # timeout, max_retries, rpm and tpm for the teacher's answers; the pipeline answers online: few prompts, wanted now)
+    # timeout, max_retries, rpm and tpm for the teacher's answers; the pipeline answers online: few prompts, wanted now;
+    # [teacher] engine for every local model of the run)
     per_model = {"model", "out", "generator", "base_template", "concurrency", "cache", "timeout", "max_retries",
-                 "batch", "rpm", "tpm"}
+                 "batch", "rpm", "tpm", "engine"}
     assert names(EvalSection) - {"limit", "before_after"} == names(AnswerConfig) - per_model
 
 
-@pytest.mark.parametrize("setting", ["orders", "seed", "max_tokens", "timeout", "max_retries", "controls", "rpm",
-                                     "tpm"])
-def test_judge_settings_are_options_and_config_keys(setting):
-    assert setting in options("judge") and setting in names(JudgeSection)
+def test_judge_options_are_the_dataclass_and_its_section():
+    assert options("judge") == names(JudgeConfig)
+    # the run directory's answers, annotations and call record; the prompts [eval] limits; [teacher] concurrency and
+    # engine, [eval] batch_size for every model of the run; the pipeline's judge is online (a few calls, wanted now)
+    # and runs where torch picks
+    per_run = {"a", "b", "out", "cache", "limit", "concurrency", "engine", "batch_size", "batch", "device"}
+    assert section_keys("judge") == names(JudgeConfig) - per_run

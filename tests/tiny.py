@@ -40,8 +40,8 @@ def build_tokenizer(chat: bool = True):
     return fast
 
 
-def build_tiny_model(out: Path, *, chat: bool = True, seed: int = 0, arch: str = "llama") -> Path:
-    """Save a ~100K-parameter model + tokenizer to `out` and return it."""
+def build_tiny_model(out: Path, *, chat: bool = True, seed: int = 0, arch: str = "llama", **overrides) -> Path:
+    """Save a ~100K-parameter model + tokenizer to `out` and return it; `overrides` replace config fields."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, Gemma3TextConfig
 
@@ -54,9 +54,9 @@ def build_tiny_model(out: Path, *, chat: bool = True, seed: int = 0, arch: str =
         tie_word_embeddings=True,
     )
     if arch == "gemma3":
-        config = Gemma3TextConfig(head_dim=8, sliding_window=64, **common)
+        config = Gemma3TextConfig(**(dict(head_dim=8, sliding_window=64) | common | overrides))
     else:
-        config = LlamaConfig(**common)
+        config = LlamaConfig(**(common | overrides))
     model = AutoModelForCausalLM.from_config(config)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)

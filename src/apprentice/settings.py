@@ -56,6 +56,11 @@ def setting_of(f: Field) -> Setting:
         raise TypeError(f"field {f.name!r} is not declared with setting()") from None
 
 
+def declares_settings(cls: type) -> bool:
+    """Whether `cls` declares its fields with `setting` (a settings dataclass)."""
+    return any(_KEY in f.metadata for f in fields(cls))
+
+
 def is_settings(hint: Any) -> bool:
     return isinstance(hint, type) and is_dataclass(hint)
 
@@ -65,10 +70,13 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _plain(hint: Any) -> Any:
-    """`X | None` -> X: what the command line parses (an option left out keeps its default, None)."""
+    """What the command line parses: `X | None` -> X (an option left out keeps its default, None), a tuple ->
+    a list (the option repeated)."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
-        return options[0]
+        return _plain(options[0])
+    if typing.get_origin(hint) is tuple:
+        return list[typing.get_args(hint)[0]]
     return hint
 
 
@@ -93,6 +101,12 @@ def toml_names(cls: type) -> set[str]:
     return {f.name for f in fields(cls) if is_settings(_hints(cls)[f.name]) or setting_of(f).toml}
 
 
+def output_names(cls: type) -> list[str]:
+    """The fields of `cls` that change what its stage makes (a nested settings dataclass counts as one), in order."""
+    hints = _hints(cls)
+    return [f.name for f in fields(cls) if is_settings(hints[f.name]) or setting_of(f).output]
+
+
 def output_values(obj: Any) -> dict[str, Any]:
     """The settings of `obj` that change what its stage makes and that a run config sets: the stage's key."""
     hints = _hints(type(obj))
@@ -108,7 +122,7 @@ def output_values(obj: Any) -> dict[str, Any]:
 
 def _default(f: Field) -> Any:
     if f.default is not MISSING:
-        return f.default
+        return list(f.default) if isinstance(f.default, tuple) else f.default
     if f.default_factory is not MISSING:
         return f.default_factory()
     return ...
@@ -155,7 +169,8 @@ def build(cls: type, values: dict[str, Any]) -> Any:
         if is_settings(hints[f.name]):
             kwargs[f.name] = build(hints[f.name], values)
         elif f.name in values:
-            kwargs[f.name] = values[f.name]
+            value = values[f.name]
+            kwargs[f.name] = tuple(value) if isinstance(value, list) else value
     return cls(**kwargs)
 
 

@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from apprentice.models.base import BackendOptions
-
+from apprentice.models.engine import ENGINE_HELP, check_engine
 from apprentice.models.spec import SPEC_HELP
 
 console = Console()
@@ -24,9 +24,10 @@ def serve(
              "with 'instruct' in it for tools that choose the API by name."),
     batch_size: int = typer.Option(16, help="Most requests generated together in one batch."),
     device: str = typer.Option(None, help="torch device (default: cuda when available, else cpu)."),
+    engine: str = typer.Option("auto", help=ENGINE_HELP),
 ) -> None:
     """Serve a local model over the OpenAI API (/v1/models, /v1/chat/completions, /v1/completions)."""
-    from apprentice.models.local import LocalModel
+    from apprentice.models.engine import load_local
     from apprentice.models.serve import serve as run_server
     from apprentice.models.spec import parse_spec
 
@@ -34,10 +35,11 @@ def serve(
     if not spec.is_local:
         raise typer.BadParameter("serve needs a local model (hf:, gguf: or bundled:)", param_hint="--model")
     served = list(name or [spec.target.rstrip("/").split("/")[-1]])
+    check_engine(engine)
     console.print(f"loading {spec} ...")
-    local = LocalModel.from_spec(spec, BackendOptions(batch_size=batch_size, device=device))
-    console.print(f"serving [bold]{', '.join(served)}[/] at http://{host}:{port}/v1 (device {local.device}); "
-                  "Ctrl-C stops")
+    local = load_local(spec, BackendOptions(batch_size=batch_size, device=device, engine=engine))
+    console.print(f"serving [bold]{', '.join(served)}[/] at http://{host}:{port}/v1 (device {local.device}, "
+                  f"{local.engine}); Ctrl-C stops")
     run_server(local, served, host, port, batch_size)
 
 
@@ -48,11 +50,12 @@ def chat(
     max_tokens: int = typer.Option(256, help="Most tokens in each answer."),
     temperature: float = typer.Option(0.0, help="Sampling temperature; 0 answers greedily."),
     seed: int = typer.Option(None, help="Seed for sampling, for reproducible answers."),
+    engine: str = typer.Option("auto", help=ENGINE_HELP),
 ) -> None:
     """Talk to a model: one answer to PROMPT, or an interactive conversation (empty line or Ctrl-D to quit)."""
     from apprentice.models import Request, load_model
 
-    llm = load_model(model, BackendOptions(concurrency=1))
+    llm = load_model(model, BackendOptions(concurrency=1, engine=check_engine(engine)))
     history: list[dict] = [{"role": "system", "content": system}] if system else []
 
     def answer(text: str) -> str:
@@ -77,7 +80,8 @@ def chat(
 
 
 def models(
-    prefetch: bool = typer.Option(False, "--prefetch", help="Convert the bundled models into the cache now."),
+    prefetch: bool = typer.Option(False, "--prefetch", help="Convert the bundled models into the cache now (for "
+                                                           "transformers and for ctranslate2)."),
 ) -> None:
     """List the bundled models, whether they are installed, and whether the fast-loading cache is ready."""
     from apprentice.models.bundled import BUNDLED, bundled_gguf_path, bundled_status
@@ -85,10 +89,17 @@ def models(
     from apprentice.models.convert import converted_dir
 
     if prefetch:
+        from apprentice.models.ct2_convert import Unsupported, ct2_model_dir
+
         for name in BUNDLED:
+            if bundled_status(name) == "missing":
+                continue
             if bundled_status(name) == "installed":
                 console.print(f"converting {name} (once; about a minute) ...")
-                converted_dir(bundled_gguf_path(name))
+            try:
+                ct2_model_dir(str(converted_dir(bundled_gguf_path(name))), f"bundled:{name}")
+            except Unsupported as exc:
+                console.print(f"bundled:{name} runs on transformers: {exc}")
     table = Table(title=f"bundled models (cache: {cache_root()})")
     for column in ("spec", "role", "state", "install"):
         table.add_column(column)

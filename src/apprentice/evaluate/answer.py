@@ -30,33 +30,48 @@ from apprentice.errors import UserError
 from apprentice.evaluate.prompts import EvalPrompt, load_prompts
 from apprentice.jsonfile import cut_torn_tail, read_log_lines, write_json_atomic
 from apprentice.models.base import BackendOptions, Request
+from apprentice.models.engine import ENGINE_HELP, check_engine
 from apprentice.models.ratelimit import check_limits
 from apprentice.progress import ModelStatus
 from apprentice.runlock import hold
-from apprentice.models.spec import ModelSpec, local_model_dir, model_identity, parse_spec
+from apprentice.models.spec import SPEC_HELP, ModelSpec, local_model_dir, model_identity, parse_spec
+from apprentice.settings import check_settings, setting
 from apprentice.train.templates import ALPACA_TEMPLATE, Template, has_chat_template, saved_template, user_message
 
 
 @dataclass
 class AnswerConfig:
-    model: str  # model spec
-    prompts: str | None  # evaluation prompts file; None = the set shipped with apprentice
-    out: str  # AlpacaEval model_outputs.json to write
-    max_tokens: int = 512
-    temperature: float = 0.0  # 0 = greedy
-    batch_size: int = 16  # local models: prompts generated together
-    concurrency: int = 8  # openai: requests in flight
-    generator: str | None = None  # name in the outputs; default: the model's directory or name
-    base_template: bool = False  # use the Alpaca template even when the model has a chat template
-    # call record (SQLite) for served models: an answer already paid for comes from it, whatever else changed
-    cache: str | None = None
-    timeout: float = BackendOptions.timeout  # openai: seconds per request before it is retried
-    max_retries: int = BackendOptions.max_retries  # openai: retries on 429/5xx/timeouts/dropped connections
-    # openai: ask every prompt in one Batch API batch (half price, within 24 hours), recorded in `cache` (default:
-    # OUT with the suffix .cache.sqlite), so a rerun polls the batch instead of paying again
-    batch: bool = False
-    rpm: float | None = None  # openai: requests per minute at most (a provider's limit); None: no limit of our own
-    tpm: float | None = None  # openai: tokens per minute at most (prompt plus max_tokens per request)
+    """`apprentice answer`'s settings (its options)."""
+
+    model: str = setting(help=f"The model that answers ({SPEC_HELP}).", short="-m")
+    prompts: str | None = setting(None, "Evaluation prompts: Self-Instruct JSONL, AlpacaEval JSON or Alpaca JSON "
+                                  "(default: the set shipped with apprentice).")
+    out: str | None = setting(None, "AlpacaEval model_outputs.json to write (resumable: rerun to continue).",
+                              required=True, output=False)
+    max_tokens: int = setting(512, "Most tokens per answer.", unit="tokens", min=1)
+    batch_size: int = setting(16, "Local models: prompts generated together.", min=1, output=False)
+    concurrency: int = setting(8, "openai: specs: requests in flight at once.", min=1, output=False)
+    temperature: float = setting(0.0, "Sampling temperature; 0 answers greedily.", min=0)
+    generator: str | None = setting(None, "Name written in the outputs' generator field (default: the model name).")
+    base_template: bool = setting(False, "Use the Alpaca template even when the model has a chat template.")
+    # an answer already paid for comes from the call record, whatever else changed
+    cache: str | None = setting(
+        None, "openai: specs: a call record (SQLite, e.g. the one `apprentice generate` or `judge` keeps); answers "
+        "already in it are not paid for again.", output=False)
+    timeout: float = setting(BackendOptions.timeout, "openai: specs: seconds to wait for one answer before "
+                             "retrying.", unit="seconds", output=False)
+    max_retries: int = setting(BackendOptions.max_retries, "openai: specs: retries after the first try on 429, 5xx, "
+                               "timeouts and dropped connections.", min=0, output=False)
+    batch: bool = setting(
+        False, "openai: specs: ask every prompt in one Batch API batch (OpenAI: half price, answers within 24 "
+        "hours), recorded in --cache (default: OUT with the suffix .cache.sqlite); a rerun polls it.", output=False)
+    rpm: float | None = setting(
+        None, "openai: specs: requests per minute at most, spread evenly (the provider's limit: no 429s).",
+        output=False)
+    tpm: float | None = setting(
+        None, "openai: specs: tokens per minute at most (each request's prompt tokens, estimated, plus "
+        "--max-tokens).", output=False)
+    engine: str = setting("auto", ENGINE_HELP, output=False)
 
 
 @dataclass(frozen=True)
@@ -147,7 +162,11 @@ def output_record(prompt: EvalPrompt, text: str, generator: str, finish_reason: 
 def answer(config: AnswerConfig, console: Console | None = None) -> list[dict[str, Any]]:
     """Answer every prompt (skipping those already in the sidecar) and write the outputs file; returns its records."""
     console = console or Console(stderr=True)
+    check_settings(config)
+    if config.out is None:
+        raise UserError("answer needs an outputs file to write (--out)")
     check_limits(config.rpm, config.tpm)
+    check_engine(config.engine)
     spec = parse_spec(config.model)
     prompts = load_prompts(Path(config.prompts) if config.prompts else None)
     out = Path(config.out)
@@ -187,7 +206,8 @@ def _generate(config: AnswerConfig, spec: ModelSpec, style: PromptStyle, todo: S
     cache = config.cache or (str(Path(config.out).with_suffix(".cache.sqlite")) if config.batch else None)
     model = load_model(spec, BackendOptions(concurrency=config.concurrency, batch_size=config.batch_size,
                                             timeout=config.timeout, max_retries=config.max_retries,
-                                            batch=config.batch, rpm=config.rpm, tpm=config.tpm),
+                                            batch=config.batch, rpm=config.rpm, tpm=config.tpm,
+                                            engine=config.engine),
                        record=Path(cache) if cache else None)
     if cache and not spec.is_local:  # a local model's directory may be retrained in place: never cached
         from apprentice.models.record import RecordedModel

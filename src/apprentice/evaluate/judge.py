@@ -50,7 +50,10 @@ from apprentice.evaluate.verdict import Verdict, parse_verdict, second_probabili
 from apprentice.jsonfile import write_json_atomic
 from apprentice.models import Completion, Model, Request
 from apprentice.models.base import BackendOptions
+from apprentice.models.engine import ENGINE_HELP
+from apprentice.models.spec import SPEC_HELP
 from apprentice.runlock import hold
+from apprentice.settings import check_settings, setting
 
 ProgressCallback = Callable[[int, int], None]  # (requests answered, requests planned so far)
 
@@ -210,6 +213,59 @@ def judge_pairs(pairs: Sequence[Pair], model: Model, *, orders: int = 2, seed: i
 def write_annotations(path: str | Path, annotations: list[dict]) -> None:
     """Write the annotations JSON atomically: a killed run leaves the old file or none, never half of one."""
     write_json_atomic(Path(path), annotations)
+
+
+@dataclass
+class JudgeConfig:
+    """`apprentice judge`'s settings (its options); `run_judge` runs them."""
+
+    a: Path = setting(help="Outputs of model A (AlpacaEval model_outputs.json); output_1 in the annotations.")
+    b: Path = setting(help="Outputs of model B, same instructions; output_2 in the annotations, the model whose win "
+                      "rate `tally` reports by default.")
+    model: str = setting(help=f"The judge model ({SPEC_HELP}).", flag="--judge")
+    out: Path | None = setting(None, "Where to write the annotations JSON (replaced atomically).", required=True,
+                               output=False)
+    orders: int = setting(2, "2: judge A-first and B-first, disagreement is a tie; 1: one seeded random order per "
+                          "pair (half the calls, no position-bias check).", min=1, max=2)
+    seed: int = setting(0, "Decides which output is shown first with --orders 1, and the controls.")
+    controls: int = setting(0, "Control pairs to judge too (a real answer against another instruction's answer or "
+                            "its own first sentence, sides balanced): the judge's accuracy on them is shown beside "
+                            "its verdicts, never in the win rate.", min=0)
+    cache: Path | None = setting(None, "SQLite record and cache of judge calls, so reruns and resumed runs cost "
+                                 "nothing (default: OUT with the suffix .cache.sqlite).", output=False)
+    limit: int | None = setting(None, "Judge only the first N instructions of A (a quick look).", min=1)
+    max_tokens: int = setting(16, "Most tokens per judge reply; a verdict needs a few.", unit="tokens", min=1)
+    concurrency: int = setting(8, "HTTP judges: requests in flight at once.", min=1, output=False)
+    batch_size: int = setting(8, "Local judges: prompts generated together.", min=1, output=False)
+    device: str | None = setting(None, "Local judges: torch device (default: cuda when available, else cpu).",
+                                 output=False)
+    timeout: float = setting(BackendOptions.timeout, "HTTP judges: seconds to wait for one answer before retrying.",
+                             unit="seconds", output=False)
+    max_retries: int = setting(BackendOptions.max_retries, "HTTP judges: retries after the first try on 429, 5xx, "
+                               "timeouts and dropped connections.", min=0, output=False)
+    batch: bool = setting(False, "openai: judges: ask each round of judge calls as one Batch API batch (OpenAI: "
+                          "half price, answers within 24 hours), recorded in --cache; a rerun polls it instead of "
+                          "paying again.", output=False)
+    rpm: float | None = setting(None, "HTTP judges: requests per minute at most, spread evenly (the provider's "
+                                "limit: no 429s).", output=False)
+    tpm: float | None = setting(None, "HTTP judges: tokens per minute at most (each request's prompt tokens, "
+                                "estimated, plus --max-tokens).", output=False)
+    engine: str = setting("auto", ENGINE_HELP, output=False)
+
+
+def run_judge(config: JudgeConfig, console: Console | None = None) -> list[dict]:
+    """`judge_files` with a JudgeConfig's settings."""
+    from apprentice.models.engine import check_engine
+    from apprentice.models.ratelimit import check_limits
+
+    check_settings(config)
+    check_limits(config.rpm, config.tpm)
+    options = BackendOptions(concurrency=config.concurrency, batch_size=config.batch_size, device=config.device,
+                             timeout=config.timeout, max_retries=config.max_retries, batch=config.batch,
+                             rpm=config.rpm, tpm=config.tpm, engine=check_engine(config.engine))
+    return judge_files(config.a, config.b, config.model, config.out, orders=config.orders, seed=config.seed,
+                       max_tokens=config.max_tokens, cache=config.cache, limit=config.limit, options=options,
+                       console=console, controls=config.controls)
 
 
 def judge_files(a: Path, b: Path, judge: str, out: Path, *, orders: int = 2, seed: int = 0, max_tokens: int = 16,

@@ -22,13 +22,12 @@ from apprentice.generate.filters import FilterConfig
 from apprentice.generate.loop import ALPACA, INLINE_OUTPUTS, OUTPUT_SOURCES, SELF_INSTRUCT, STRATEGIES, \
     TEACHER_OUTPUTS, Plan
 from apprentice.models.base import BackendOptions
+from apprentice.models.engine import ENGINE_HELP, check_engine
 from apprentice.models.ratelimit import check_limits
-from apprentice.models.spec import ModelSpec, local_model_dir, model_identity, parse_spec
+from apprentice.models.spec import SPEC_HELP, ModelSpec, local_model_dir, model_identity, parse_spec
+from apprentice.settings import check_settings, output_names, setting
 
 CHAT, COMPLETION = "chat", "completion"
-# Settings that decide which requests a run sends: a resumed run must keep them.
-PLAN_KEYS = ("teacher_model", "seeds_sha256", "strategy", "api", "seed", "window", "threshold", "filters", "outputs",
-             "answer_max_tokens", "answer_temperature")
 # What a run saved before a plan key existed meant: runs made before teacher outputs wrote inline outputs.
 _EARLIER_PLAN = {"outputs": INLINE_OUTPUTS}
 # The default lookahead of a batch run: each wave of planned requests goes as one batch, and waiting a day per wave
@@ -38,73 +37,104 @@ BATCH_WINDOW = 50_000
 
 @dataclass
 class GenerateConfig:
-    teacher: str  # model spec of the teacher
-    out: Path  # run directory
-    num: int = 100  # records to keep
-    seeds: Path | None = None  # seed tasks (Self-Instruct JSONL); None: the seed tasks shipped with apprentice
-    strategy: str | None = None  # alpaca | self-instruct; None: self-instruct for chat models, else alpaca
-    api: str | None = None  # chat | completion; None: chat for openai: specs, completion (plain prompts) for local ones
-    seed: int = 0  # seeds every choice of the request plan, and is sent with every request
-    concurrency: int = 8  # requests in flight (HTTP) or generated together (local)
-    prompts_per_request: int = 1  # HTTP completion API: prompts sent together in one request (Alpaca sent 5)
-    max_requests: int | None = None  # stop after this many requests; None: max(50, 10 * num)
-    timeout: float = BackendOptions.timeout  # HTTP teachers: seconds per request before it is retried
-    max_retries: int = BackendOptions.max_retries  # HTTP teachers: tries after the first on 429/5xx/timeouts
-    price_in: float = 0.0  # USD per million prompt tokens, for the cost estimate
-    price_out: float = 0.0  # USD per million completion tokens
-    max_cost: float | None = None  # USD: never pay the teacher more than this in all (worst case counted; needs prices)
-    cache: Path | None = None  # response cache (SQLite); None: OUT/requests.sqlite
-    threshold: float = 0.7  # ROUGE-L F above this against a seed or kept instruction: near duplicate
-    filters: FilterConfig = field(default_factory=FilterConfig)
-    window: int | None = None  # requests planned ahead of the oldest unanswered one; None: 8 x prompts in flight
-    # teacher: each record's output is the teacher's answer to its instruction, asked as `apprentice answer` asks;
-    # inline: the output the generating prompt wrote (Alpaca's way). None: teacher for chat teachers, else inline
-    outputs: str | None = None
-    answer_max_tokens: int = 512  # most tokens of a teacher answer; an answer cut there is rejected (truncated)
-    answer_temperature: float = 0.0  # 0 = greedy, as the evaluation prompts are answered
-    # openai: teachers: send each wave of planned requests as one Batch API batch (half price, within 24 hours)
-    batch: bool = False
-    batch_discount: float = 0.5  # batch requests cost this share of --price-in/--price-out (OpenAI: half)
-    # HTTP teachers: requests and tokens (prompt plus max_tokens) per minute, so a provider's limit is met without
-    # 429s; None: no limit of our own (the server's x-ratelimit-* headers are followed all the same)
-    rpm: float | None = None
-    tpm: float | None = None
+    """`apprentice generate`'s settings. `output=False` marks what may change between invocations of one run (the
+    rest decides its requests: `PLAN_KEYS`); in a run config the teacher and how it is reached are [teacher]'s
+    (`TEACHER_KEYS`), and the paths are the run directory's."""
+
+    teacher: str = setting(help=f"The teacher model ({SPEC_HELP}).", short="-t", toml=False)
+    out: Path | None = setting(None, "Run directory; rerunning the same command resumes it.", short="-o",
+                               required=True, toml=False, output=False)
+    num: int = setting(100, "Records to keep; a rerun with a larger number goes on.", short="-n", min=1, required=True,
+                       output=False)
+    seeds: Path | None = setting(None, "Seed tasks, Self-Instruct JSONL (default: the shipped ones).")
+    strategy: str | None = setting(
+        None, "self-instruct (new instructions, then one request per example; works with small teachers) or alpaca "
+        "(one prompt lists 3 seed tasks, the teacher writes up to 16 more). Default: self-instruct for chat models "
+        "(chat API, or a local model with a chat template), else alpaca.")
+    # local models get plain prompts by default, chat models too: measured with SmolLM2-135M-Instruct, a chat message
+    # listing tasks is answered by copying the list, while the same list to continue gets new tasks
+    api: str | None = setting(
+        None, "Talk to the teacher through chat messages or plain prompts to continue (completion). Default: chat "
+        "for openai: teachers, completion for local models (small chat models follow it better).")
+    seed: int = setting(0, "Seed of the request plan, sent with every request; the same seed and answers give the "
+                        "same data.")
+    concurrency: int = setting(8, "Requests in flight (local teachers: batch size).", short="-c", min=1,
+                               output=False, toml=False)
+    prompts_per_request: int = setting(
+        1, "With --api completion, send up to this many prompts in one request, as Alpaca did (5): fewer requests "
+        "against a rate limit. Needs a server that takes a list of prompts (OpenAI, vLLM, apprentice serve).", min=1,
+        output=False, toml=False)
+    max_requests: int | None = setting(
+        None, "Stop after this many requests even short of --num (default: max(50, 10 x num)); a teacher whose "
+        "answers are all rejected cannot loop forever.", min=1, output=False)
+    timeout: float = setting(BackendOptions.timeout, "HTTP teachers: seconds to wait for one answer before "
+                             "retrying.", unit="seconds", output=False, toml=False)
+    max_retries: int = setting(
+        BackendOptions.max_retries, "HTTP teachers: retries after the first try on 429, 5xx, timeouts and dropped "
+        "connections.", min=0, output=False, toml=False)
+    rpm: float | None = setting(
+        None, "HTTP teachers: requests per minute at most, spread evenly (the provider's limit: no 429s). The "
+        "server's x-ratelimit-* headers are followed with or without it.", output=False, toml=False)
+    tpm: float | None = setting(
+        None, "HTTP teachers: tokens per minute at most, counting each request's prompt tokens (estimated) plus its "
+        "max tokens, as OpenAI counts them.", output=False, toml=False)
+    engine: str = setting("auto", ENGINE_HELP, output=False, toml=False)
+    price_in: float = setting(0.0, "Price of prompt tokens, for the cost shown and --max-cost.",
+                              unit="USD per million tokens", min=0, output=False)
+    price_out: float = setting(0.0, "Price of completion tokens.", unit="USD per million tokens", min=0,
+                               output=False)
+    max_cost: float | None = setting(
+        None, "Never pay the teacher more than this in all (with --price-in/--price-out). A request is sent only if "
+        "what was paid plus the worst case of every request in flight stays within it; when it binds, the run stops "
+        "with what it kept, and a rerun with a higher cap goes on.", unit="USD", min=0, output=False)
+    cache: Path | None = setting(
+        None, "Response cache, SQLite (default: OUT/requests.sqlite); answered requests are free.", toml=False,
+        output=False)
+    threshold: float = setting(
+        0.7, "Drop an instruction whose ROUGE-L F against a seed or kept one is above this.", min=0, max=1)
+    filters: FilterConfig = field(default_factory=FilterConfig)  # [generate.filters] in a run config
+    # the plan's lookahead, fixed when a run starts; a run config leaves it to the default
+    window: int | None = setting(
+        None, "Requests planned ahead of the oldest unanswered one (default: 8 x prompts in flight; 50,000 with "
+        "--batch).", min=1, toml=False)
+    outputs: str | None = setting(
+        None, "teacher: each record's output is the teacher's answer to its instruction and input, asked as a user "
+        "would (the way `apprentice answer` asks: a chat turn, or the Alpaca template for a model without a chat "
+        "template), one request per record; what a clone must learn. inline: the output the generating prompt "
+        "wrote (reproduces Alpaca). Default: teacher for chat teachers, else inline.")
+    answer_max_tokens: int = setting(
+        512, "With --outputs teacher: most tokens per answer; a cut answer is rejected.", unit="tokens", min=1)
+    answer_temperature: float = setting(
+        0.0, "With --outputs teacher: sampling temperature of the answers (0 = greedy).", min=0)
+    batch: bool = setting(
+        False, "openai: teachers: send each wave of planned requests as one Batch API batch (OpenAI: half price, "
+        "answers within 24 hours) and plan the next wave from what it kept (a wave is all that the answers so far "
+        "let the plan ask, up to 50,000 requests ahead). A killed run resumes by polling its batches, never "
+        "submitting them twice. Choose it when a run starts: the lookahead stays.", output=False)
+    batch_discount: float = setting(
+        0.5, "With --batch: share of --price-in/--price-out a batch request costs.", min=0, max=1, output=False)
+
+
+# what a run config sets in [teacher] (the teacher's spec is its `model`) for generate, the teacher's evaluation
+# answers and, by default, the judge
+TEACHER_KEYS = ("concurrency", "prompts_per_request", "timeout", "max_retries", "rpm", "tpm", "engine")
 
 
 def resolve(config: GenerateConfig) -> GenerateConfig:
     """Check the values and fill the automatic defaults (loads nothing but the teacher's tokenizer files)."""
-    if config.num < 1:
-        raise UserError(f"--num must be at least 1, got {config.num}")
-    if config.concurrency < 1:
-        raise UserError(f"--concurrency must be at least 1, got {config.concurrency}")
-    if not 0.0 <= config.threshold <= 1.0:
-        raise UserError(f"--threshold must be between 0 and 1, got {config.threshold}")
-    if config.price_in < 0 or config.price_out < 0:
-        raise UserError("--price-in and --price-out must not be negative")
-    if config.max_cost is not None and (config.max_cost < 0 or not (config.price_in or config.price_out)):
-        raise UserError("--max-cost needs the teacher's prices (--price-in, --price-out, USD per million tokens) and "
-                        "must not be negative")
+    check_settings(config)
+    if config.max_cost is not None and not (config.price_in or config.price_out):
+        raise UserError("--max-cost needs the teacher's prices (--price-in, --price-out, USD per million tokens)")
     if config.strategy is not None and config.strategy not in STRATEGIES:
         raise UserError(f"unknown --strategy {config.strategy!r}: choose {' or '.join(STRATEGIES)}")
     if config.api is not None and config.api not in (CHAT, COMPLETION):
         raise UserError(f"unknown --api {config.api!r}: choose chat or completion")
-    if config.prompts_per_request < 1:
-        raise UserError(f"--prompts-per-request must be at least 1, got {config.prompts_per_request}")
     if config.outputs is not None and config.outputs not in OUTPUT_SOURCES:
         raise UserError(f"unknown --outputs {config.outputs!r}: choose {' or '.join(OUTPUT_SOURCES)}")
-    if config.answer_max_tokens < 1:
-        raise UserError(f"--answer-max-tokens must be at least 1, got {config.answer_max_tokens}")
-    if config.answer_temperature < 0:
-        raise UserError(f"--answer-temperature must not be negative, got {config.answer_temperature}")
     if config.timeout <= 0:
         raise UserError(f"--timeout must be more than 0 seconds, got {config.timeout}")
-    if config.max_retries < 0:
-        raise UserError(f"--max-retries must be 0 or more, got {config.max_retries}")
-    if config.max_requests is not None and config.max_requests < 1:
-        raise UserError(f"--max-requests must be at least 1, got {config.max_requests}")
+    check_engine(config.engine)
     check_limits(config.rpm, config.tpm)
-    if not 0.0 <= config.batch_discount <= 1.0:
-        raise UserError(f"--batch-discount must be between 0 and 1, got {config.batch_discount}")
     spec = parse_spec(config.teacher)
     if config.batch and spec.kind != "openai":
         raise UserError(f"--batch needs an openai: teacher (the Batch API); {spec} is a local model, which batches "
@@ -172,6 +202,12 @@ def to_json(config: GenerateConfig) -> dict[str, Any]:
     data["teacher_model"] = model_identity(parse_spec(config.teacher))
     data["seeds_sha256"] = seeds_sha256(config.seeds)
     return data
+
+
+# Settings that decide which requests a run sends (a resumed run must keep them): the settings that change the
+# output, the teacher by its identity and the seed tasks by their content.
+PLAN_KEYS = tuple({"teacher": "teacher_model", "seeds": "seeds_sha256"}.get(name, name)
+                  for name in output_names(GenerateConfig))
 
 
 def plan_identity(settings: dict[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from apprentice.generate.rouge import rouge_l_f, tokenize
+from apprentice.settings import setting
 
 # Alpaca's whole-word blacklist: things a text-only model cannot see or produce.
 ALPACA_BLACKLIST = (
@@ -36,28 +37,33 @@ ALPACA_BLACKLIST = (
 
 @dataclass(frozen=True)
 class FilterConfig:
-    # Alpaca drops instructions of 3 words or fewer and of more than 150 words (whitespace-separated).
-    min_words: int = 4
-    max_words: int = 150
-    blacklist: tuple[str, ...] = ALPACA_BLACKLIST
-    # Repetition loops. zlib needs a few hundred characters before its ratio means anything.
-    loop_min_chars: int = 256
-    # Compressed size / raw size below this: the text is mostly one thing over and over. Human-written outputs in
-    # AlpacaEval sit around 0.58 (1st percentile 0.26); a looping small model goes below 0.1.
-    loop_max_compression: float = 0.15
-    # The same run of `loop_ngram` words `loop_ngram_repeats` times or more in a text compressing below
-    # `loop_ngram_compression` (catches a sentence template looped with one word changed; songs with a chorus pass).
-    loop_ngram: int = 6
-    loop_ngram_repeats: int = 10
-    loop_ngram_compression: float = 0.25
-    # The same line of at least 10 characters this many times.
-    loop_line_repeats: int = 10
-    # A unit of 1-8 characters holding a letter or digit, repeated back to back this many times ("hahaha...").
-    loop_unit_repeats: int = 20
-    # An output whose ROUGE-L F-measure with the input is above this echoes it. Off (None) by default: editing tasks
-    # (fix the grammar, fix the code, add emojis) legitimately score near 1; two of the 175 seed tasks score 1.0.
-    # Whitespace-normalised equality with the input or the instruction always counts as an echo.
-    echo_rouge: float | None = None
+    min_words: int = setting(4, "Drop instructions with fewer words (Alpaca: 4).", min=0)
+    max_words: int = setting(150, "Drop instructions with more words (Alpaca: 150).", min=1)
+    blacklist: tuple[str, ...] = setting(
+        ALPACA_BLACKLIST, "Drop instructions holding one of these whole words or phrases (repeat the option for "
+        "each; default: Alpaca's list of things a text-only model cannot see or make).")
+    # zlib needs a few hundred characters before its ratio means anything
+    loop_min_chars: int = setting(256, "Outputs shorter than this are not checked for repetition loops.",
+                                  unit="characters", min=0)
+    # human-written outputs in AlpacaEval sit around 0.58 (1st percentile 0.26); a looping small model goes below 0.1
+    loop_max_compression: float = setting(
+        0.15, "Drop outputs that zlib compresses below this ratio (compressed / raw size): repetition loops.",
+        flag="--loop-compression", min=0, max=1)
+    # catches a sentence template looped with one word changed; songs with a chorus pass
+    loop_ngram: int = setting(6, "Words in the run that --loop-ngram-repeats counts.", min=1)
+    loop_ngram_repeats: int = setting(
+        10, "Drop outputs repeating one run of --loop-ngram words this often, when they also compress below "
+        "--loop-ngram-compression.", min=1)
+    loop_ngram_compression: float = setting(0.25, "See --loop-ngram-repeats.", min=0, max=1)
+    loop_line_repeats: int = setting(10, "Drop outputs with the same line (of 10+ characters) this often.", min=1)
+    loop_unit_repeats: int = setting(
+        20, "Drop outputs with a unit of 1-8 characters holding a letter or digit repeated back to back this often "
+        "('hahaha...').", min=1)
+    # off by default: editing tasks (fix the grammar, fix the code, add emojis) legitimately score near 1; two of the
+    # 175 seed tasks score 1.0. Whitespace-normalised equality with the input or instruction always counts as an echo.
+    echo_rouge: float | None = setting(
+        None, "Drop outputs whose ROUGE-L F with the input is above this (default off: editing tasks echo "
+        "legitimately; an output equal to its input is always dropped).", min=0, max=1)
 
 
 def check_instruction(instruction: str, config: FilterConfig) -> str | None:

@@ -151,7 +151,8 @@ def _generate_locked(config: GenerateConfig, saved: dict | None, current: dict, 
             model = load_model(spec, BackendOptions(concurrency=config.concurrency, batch_size=config.concurrency,
                                                     prompts_per_request=config.prompts_per_request,
                                                     timeout=config.timeout, max_retries=config.max_retries, rpm=config.rpm, tpm=config.tpm,
-                                                    keep_going=True, batch=config.batch), record=config.cache)
+                                                    keep_going=True, batch=config.batch, engine=config.engine),
+                               record=config.cache)
             try:
                 try:
                     status = _run(model, config, seeds, stats, existing, len(rejected), segment, console)

@@ -16,7 +16,7 @@ __all__ = ["BackendOptions", "Completion", "Model", "ModelSpec", "Request", "loa
 
 def load_model(spec: ModelSpec | str, options: BackendOptions | None = None, record: Path | None = None) -> Model:
     """Build the backend for a spec: HTTP for `openai:` (the Batch API with `options.batch`, which keeps its
-    batches in the call record at `record`), transformers for the rest."""
+    batches in the call record at `record`), a local engine for the rest (models/engine.py)."""
     spec = parse_spec(spec) if isinstance(spec, str) else spec
     options = options or BackendOptions()
     if options.batch:
@@ -31,7 +31,7 @@ def load_model(spec: ModelSpec | str, options: BackendOptions | None = None, rec
         from apprentice.models.http import OpenAIModel
 
         return OpenAIModel.from_spec(spec, options)
-    from apprentice.models.local import LocalModel  # imports torch: only when a local model is asked for
+    from apprentice.models.engine import load_local  # imports torch: only when a local model is asked for
 
-    return LocalModel.from_spec(spec, options)
+    return load_local(spec, options)
 

@@ -133,3 +133,6 @@ class BackendOptions:
     # server's x-ratelimit-* headers are followed all the same); see models/ratelimit.py
     rpm: float | None = None
     tpm: float | None = None
+    # local: auto | transformers | ctranslate2 | ctranslate2-int8; auto runs ctranslate2 with int8 weights on a CPU
+    # when the model converts to it faithfully, else transformers (see models/engine.py)
+    engine: str = "auto"

@@ -24,6 +24,69 @@ def truncate_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+def render_prompt(tokenizer, request: Request) -> str:
+    """The exact text a local model continues: a chat request through the tokenizer's chat template (messages
+    joined by blank lines without one), a plain prompt as it is."""
+    if not request.is_chat:
+        return request.prompt or ""
+    messages = list(request.messages or ())
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return "\n\n".join(m["content"] for m in messages) + "\n\n"
+
+
+def eos_token_ids(tokenizer, configured: int | list[int] | None) -> list[int]:
+    """The tokens that end an answer: the tokenizer's EOS and those of the model's generation config (chat models
+    often end turns with a token of their own)."""
+    eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    eos |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
+    return sorted(eos)
+
+
+def finish_completion(tokenizer, request: Request, new: list[int], eos_ids: Sequence[int], prompt_tokens: int,
+                      top_logprobs: dict[str, float] | None, seconds: float) -> Completion:
+    """One row's generated tokens as a Completion, the same way for every local engine: cut at max_tokens, at the
+    first EOS and at the earliest stop string."""
+    new = new[: request.max_tokens]
+    ended = next((k for k, t in enumerate(new) if t in eos_ids), None)
+    tokens = new if ended is None else new[:ended]
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    text, stopped = truncate_at_stop(text, request.stop)
+    hit_limit = ended is None and not stopped and len(new) >= request.max_tokens
+    # a stop string can end mid-token run: count what was kept, not what was generated past it
+    completion_tokens = len(tokenizer(text, add_special_tokens=False).input_ids) if stopped else len(tokens)
+    return Completion(text=text, finish_reason="length" if hit_limit else "stop", prompt_tokens=prompt_tokens,
+                      completion_tokens=completion_tokens, top_logprobs=top_logprobs, seconds=seconds)
+
+
+def holds_stop(tokenizer, tokens: Sequence[int], stops: Sequence[str]) -> bool:
+    """Whether the text of the generated `tokens` holds a stop string. The decoded tail is looked at first, so
+    most steps cost one short decode; the whole text decides."""
+    window = 2 * max(len(s) for s in stops) + 8
+    tail = tokenizer.decode(tokens[-window:], skip_special_tokens=True)
+    if not any(s and s in tail for s in stops):
+        return False
+    return truncate_at_stop(tokenizer.decode(tokens, skip_special_tokens=True), stops)[1]
+
+
+class StopStrings:
+    """A stopping criterion for transformers' generate that ends a row once its completion holds a stop string.
+    transformers' own `stop_strings` also match text that begins in the prompt (a chat template's last newline
+    and a generated one make a blank line), which OpenAI's stop sequences do not."""
+
+    def __init__(self, tokenizer, stops: Sequence[str], prompt_width: int):
+        self.tokenizer = tokenizer
+        self.stops = stops
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        generated = input_ids[:, self.prompt_width :]  # rows stay tensors: most steps decode only their tail
+        return torch.tensor([holds_stop(self.tokenizer, row, self.stops) for row in generated],
+                            device=input_ids.device)
+
+
 class PresencePenalty:
     """OpenAI's presence penalty for transformers' generate: every token already in this row's completion has
     `penalty` subtracted from its logit, once, however often it appeared. Rows are left-padded, so the completion
@@ -65,6 +128,8 @@ def pick_device(requested: str | None) -> str:
 class LocalModel(Model):
     """A transformers causal LM (a directory or hub id; GGUF and bundled models arrive here converted)."""
 
+    engine = "transformers"
+
     def __init__(self, model, tokenizer, spec: str, options: BackendOptions, device: str):
         self.model = model
         self.tokenizer = tokenizer
@@ -74,10 +139,7 @@ class LocalModel(Model):
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
         self._lock = threading.Lock()  # one generate at a time: serve calls in from worker threads
         self.tokens = {"prompt_tokens": 0, "completion_tokens": 0}
-        eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-        configured = getattr(model.generation_config, "eos_token_id", None)
-        eos |= set(configured if isinstance(configured, list) else [configured] if configured is not None else [])
-        self.eos_ids = sorted(eos)
+        self.eos_ids = eos_token_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None))
 
     @classmethod
     def from_spec(cls, spec: ModelSpec, options: BackendOptions) -> LocalModel:
@@ -115,12 +177,7 @@ class LocalModel(Model):
 
     def render(self, request: Request) -> str:
         """The exact text the model continues."""
-        if not request.is_chat:
-            return request.prompt or ""
-        messages = list(request.messages or ())
-        if self.has_chat_template:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return "\n\n".join(m["content"] for m in messages) + "\n\n"
+        return render_prompt(self.tokenizer, request)
 
     def stream(self, requests: Sequence[Request]) -> Iterator[tuple[int, Completion]]:
         prompts = [self.render(r) for r in requests]
@@ -161,7 +218,10 @@ class LocalModel(Model):
         else:  # keep the model's sampling defaults from warning about being ignored under greedy decoding
             kwargs.update(temperature=None, top_p=None, top_k=None)
         if first.stop:
-            kwargs.update(stop_strings=list(first.stop), tokenizer=self.tokenizer)
+            from transformers import StoppingCriteriaList
+
+            stopping = StopStrings(self.tokenizer, first.stop, encoded["input_ids"].shape[1])
+            kwargs.update(stopping_criteria=StoppingCriteriaList([stopping]))
         if first.presence_penalty:
             from transformers import LogitsProcessorList
 
@@ -177,27 +237,14 @@ class LocalModel(Model):
         prompt_counts = encoded["attention_mask"].sum(dim=1).tolist()
         results = []
         for row, request in enumerate(requests):
-            new = output.sequences[row, prompt_width:].tolist()[: request.max_tokens]
-            ended = next((k for k, t in enumerate(new) if t in self.eos_ids), None)
-            tokens = new if ended is None else new[:ended]
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            text, stopped = truncate_at_stop(text, request.stop)
-            hit_limit = ended is None and not stopped and len(new) >= request.max_tokens
             top = None
             if request.logprobs and output.scores:
                 logprobs = torch.log_softmax(output.scores[0][row].float(), dim=-1)
                 values, ids = logprobs.topk(request.logprobs)
                 top = {self.tokenizer.decode([i]): float(v) for v, i in zip(values.tolist(), ids.tolist())}
-            # a stop string can end mid-token run: count what was kept, not what was generated past it
-            completion_tokens = len(self.tokenizer(text, add_special_tokens=False).input_ids) if stopped else len(tokens)
-            results.append(Completion(
-                text=text,
-                finish_reason="length" if hit_limit else "stop",
-                prompt_tokens=int(prompt_counts[row]),
-                completion_tokens=completion_tokens,
-                top_logprobs=top,
-                seconds=seconds,
-            ))
-            self.tokens["prompt_tokens"] += int(prompt_counts[row])
-            self.tokens["completion_tokens"] += completion_tokens
+            completion = finish_completion(self.tokenizer, request, output.sequences[row, prompt_width:].tolist(),
+                                           self.eos_ids, int(prompt_counts[row]), top, seconds)
+            results.append(completion)
+            self.tokens["prompt_tokens"] += completion.prompt_tokens
+            self.tokens["completion_tokens"] += completion.completion_tokens
         return results

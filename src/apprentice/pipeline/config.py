@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from apprentice.errors import UserError
-from apprentice.generate.filters import FilterConfig
+from apprentice.generate.config import TEACHER_KEYS, GenerateConfig
 from apprentice.models.base import BackendOptions
 from apprentice.models.ratelimit import check_limits
 from apprentice.models.spec import parse_spec
-from apprentice.settings import check_bounds, toml_names
+from apprentice.settings import check_bounds, declares_settings, toml_names
 from apprentice.train.loop import TrainConfig
 
 
@@ -39,26 +39,8 @@ class TeacherSection:
     max_retries: int = BackendOptions.max_retries  # HTTP teachers: retries on 429/5xx/timeouts/dropped connections
     rpm: float | None = None  # HTTP teachers: requests per minute at most (the provider's limit); none: no limit
     tpm: float | None = None  # HTTP teachers: tokens per minute at most (prompt plus max_tokens per request)
-
-
-@dataclass
-class GenerateSection:
-    num: int = 100  # records to keep
-    seeds: Path | None = None  # Self-Instruct JSONL; none: the seed tasks shipped with apprentice
-    strategy: str | None = None  # alpaca | self-instruct; none: self-instruct for chat teachers
-    api: str | None = None  # chat | completion; none: chat for openai: teachers, completion for local ones
-    seed: int = 0
-    max_requests: int | None = None  # safety cap on teacher requests; none: max(50, 10 * num)
-    price_in: float = 0.0  # USD per million prompt tokens
-    price_out: float = 0.0  # USD per million completion tokens
-    max_cost: float | None = None  # USD: never pay the teacher more than this for the data (needs prices)
-    threshold: float = 0.7  # ROUGE-L near-duplicate threshold
-    outputs: str | None = None  # teacher | inline; none: teacher (its answer to each instruction) for chat teachers
-    answer_max_tokens: int = 512  # outputs = teacher: most tokens per answer (a cut answer is rejected)
-    answer_temperature: float = 0.0  # outputs = teacher: 0 = greedy
-    filters: FilterConfig = field(default_factory=FilterConfig)  # [generate.filters]: thresholds of the filters
-    batch: bool = False  # openai: teachers: each wave of planned requests as one Batch API batch (half price)
-    batch_discount: float = 0.5  # batch requests cost this share of price_in/price_out
+    # local models of the run (teacher, judge, base, student): auto | transformers | ctranslate2 | ctranslate2-int8
+    engine: str = "auto"
 
 
 @dataclass
@@ -94,7 +76,9 @@ class AnnotateSection:
 class RunConfig:
     teacher: TeacherSection
     train: TrainConfig  # [train]: `apprentice train`'s settings, but data and out, which are the run's
-    generate: GenerateSection = field(default_factory=GenerateSection)
+    # [generate]: `apprentice generate`'s settings; the teacher and how it is reached come from [teacher], the paths
+    # are the run directory's
+    generate: GenerateConfig
     eval: EvalSection = field(default_factory=EvalSection)
     judge: JudgeSection = field(default_factory=JudgeSection)
     annotate: AnnotateSection | None = None
@@ -138,7 +122,8 @@ def _coerce(value: Any, hint: Any, where: str, base_dir: Path) -> Any:
     return value
 
 
-def _build(cls: type, table: dict, where: str, base_dir: Path) -> Any:
+def _build(cls: type, table: dict, where: str, base_dir: Path, given: dict | None = None) -> Any:
+    """An instance of `cls` from a TOML table, with `given` values for fields the table does not hold."""
     hints = typing.get_type_hints(cls)
     known = {f.name: f for f in fields(cls) if f.name in _keys(cls)}
     values = {}
@@ -152,12 +137,12 @@ def _build(cls: type, table: dict, where: str, base_dir: Path) -> Any:
     for name, f in known.items():
         if name not in values and f.default is MISSING and f.default_factory is MISSING:
             raise UserError(f"{where}: missing required key {name!r}")
-    return cls(**values)
+    return cls(**(given or {}), **values)
 
 
 def _keys(cls: type) -> set[str]:
     """The TOML keys of a table: a stage's settings dataclass says which of its fields are (`toml_names`)."""
-    if all(f.metadata for f in fields(cls)):
+    if declares_settings(cls):
         return toml_names(cls)
     return {f.name for f in fields(cls)}
 
@@ -183,10 +168,15 @@ def parse_config(data: dict, base_dir: Path, source: str = "config") -> RunConfi
     for required in ("teacher", "train"):
         if required not in data:
             raise UserError(f"{source}: missing section [{required}]")
-    sections = {}
-    for name in known:
-        if name in data:
-            sections[name] = _build(_section_class(name), data[name], f"{source}: [{name}]", base_dir)
+    sections: dict[str, Any] = {}
+    for f in fields(RunConfig):  # in order: [teacher] first, which [generate] takes the teacher from
+        given = None
+        if f.name == "generate":
+            teacher = sections["teacher"]
+            given = {"teacher": teacher.model, **{key: getattr(teacher, key) for key in TEACHER_KEYS}}
+        if f.name in data or given:
+            sections[f.name] = _build(_section_class(f.name), data.get(f.name, {}), f"{source}: [{f.name}]",
+                                      base_dir, given)
     config = RunConfig(**sections)
     _check(config, source)
     return config
@@ -208,7 +198,7 @@ def _check(config: RunConfig, source: str) -> None:
     for key, path in (("generate.seeds", config.generate.seeds), ("eval.prompts", config.eval.prompts)):
         if path is not None and not path.is_file():
             raise UserError(f"{source}: [{key.split('.')[0]}] {key.split('.')[1]}: no such file {path}")
-    positive = [("generate.num", config.generate.num), ("teacher.concurrency", config.teacher.concurrency),
+    positive = [("teacher.concurrency", config.teacher.concurrency),
                 ("teacher.prompts_per_request", config.teacher.prompts_per_request),
                 ("eval.max_tokens", config.eval.max_tokens), ("judge.max_tokens", config.judge.max_tokens)]
     if config.eval.limit is not None:

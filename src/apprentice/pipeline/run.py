@@ -49,7 +49,7 @@ from apprentice.errors import UserError
 from apprentice.jsonfile import write_json_atomic, write_text_atomic
 from apprentice.pipeline.config import RunConfig, to_toml
 from apprentice.runlock import hold
-from apprentice.settings import output_values
+from apprentice.settings import output_names, output_values
 
 STUDENT, TEACHER, BASE = "student", "teacher", "base"
 
@@ -85,20 +85,8 @@ def _json_default(value):
 
 
 def _generate_config(config: RunConfig, run_dir: Path):
-    from apprentice.generate.config import GenerateConfig
-
-    g = config.generate
-    return GenerateConfig(
-        teacher=config.teacher.model, out=run_dir / "generate", num=g.num, seeds=g.seeds, strategy=g.strategy,
-        api=g.api, seed=g.seed, concurrency=config.teacher.concurrency,
-        prompts_per_request=config.teacher.prompts_per_request, max_requests=g.max_requests,
-        timeout=config.teacher.timeout, max_retries=config.teacher.max_retries, rpm=config.teacher.rpm,
-        tpm=config.teacher.tpm,
-        price_in=g.price_in, price_out=g.price_out, max_cost=g.max_cost, threshold=g.threshold, filters=g.filters,
-        outputs=g.outputs,
-        answer_max_tokens=g.answer_max_tokens, answer_temperature=g.answer_temperature, cache=run_dir / CALLS,
-        batch=g.batch, batch_discount=g.batch_discount,
-    )
+    """[generate]'s settings (with [teacher]'s, which the config put there) in the run directory."""
+    return replace(config.generate, out=run_dir / "generate", cache=run_dir / CALLS)
 
 
 def _generate_key(config: RunConfig) -> dict:
@@ -191,7 +179,7 @@ def _references(config: RunConfig, run_dir: Path, resuming: bool, console: Conso
     common = dict(max_tokens=config.eval.max_tokens, temperature=config.eval.temperature,
                   batch_size=config.eval.batch_size, concurrency=config.teacher.concurrency,
                   timeout=config.teacher.timeout, max_retries=config.teacher.max_retries, rpm=config.teacher.rpm,
-                  tpm=config.teacher.tpm)
+                  tpm=config.teacher.tpm, engine=config.teacher.engine)
     console.rule("teacher answers")
     answer(AnswerConfig(model=config.teacher.model, prompts=str(path), out=str(answers / "teacher.json"),
                         generator=TEACHER, cache=str(run_dir / CALLS), **common), console)
@@ -209,7 +197,7 @@ def _answer(config: RunConfig, run_dir: Path, resuming: bool, console: Console) 
     answer(AnswerConfig(model=f"hf:{run_dir / 'student'}", prompts=str(run_dir / "eval_prompts.jsonl"),
                         out=str(run_dir / "answers" / "student.json"), generator=STUDENT,
                         max_tokens=config.eval.max_tokens, temperature=config.eval.temperature,
-                        batch_size=config.eval.batch_size), console)
+                        batch_size=config.eval.batch_size, engine=config.teacher.engine), console)
 
 
 def _fidelity(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -> None:
@@ -244,7 +232,7 @@ def _judge(config: RunConfig, run_dir: Path, resuming: bool, console: Console) -
                 controls=config.judge.controls,
                 options=BackendOptions(concurrency=config.teacher.concurrency, batch_size=config.eval.batch_size,
                                        timeout=config.judge.timeout, max_retries=config.judge.max_retries,
-                                       **_judge_limits(config)))
+                                       engine=config.teacher.engine, **_judge_limits(config)))
 
 
 def _judge_limits(config: RunConfig) -> dict[str, float | None]:
@@ -304,11 +292,8 @@ def _model(spec: str) -> str:
 ANSWERS = ("answers/student.json", "answers/teacher.json")
 STAGES: tuple[Stage, ...] = (
     Stage("generate", (), ("generate",), _generate_key, _generate,
-          settings=lambda c: {"num": c.generate.num, "max_requests": c.generate.max_requests,
-                              "price_in": c.generate.price_in, "price_out": c.generate.price_out,
-                              "max_cost": c.generate.max_cost,
-                              "concurrency": c.teacher.concurrency,
-                              "prompts_per_request": c.teacher.prompts_per_request}),
+          settings=lambda c: {name: value for name, value in asdict(c.generate).items()
+                              if name not in output_names(type(c.generate))}),
     Stage("train", ("generate/alpaca_data.json",), ("student",),
           lambda c: output_values(c.train), _train),
     Stage("references", (), ("answers/teacher.json", "answers/base.json", "answers/base_prompts.jsonl",
