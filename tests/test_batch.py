@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from sample_tasks import SEED_INSTRUCTIONS
+from sample_tasks import SEED_INSTRUCTIONS, write_seed_file
 from servers import Reply, ScriptedServer, chat_reply, completion_reply
 
 from apprentice.errors import BackendError
@@ -162,13 +162,7 @@ class BatchServer:
 
 @pytest.fixture
 def seeds_file(tmp_path) -> Path:
-    path = tmp_path / "seeds.jsonl"
-    lines = [json.dumps({"id": f"s{i}", "name": f"seed_{i}", "instruction": text,
-                         "instances": [{"input": "" if i % 2 else "some input", "output": f"answer {i}"}],
-                         "is_classification": "Classify" in text})
-             for i, text in enumerate(SEED_INSTRUCTIONS[:8])]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_seed_file(tmp_path / "seeds.jsonl", SEED_INSTRUCTIONS[:8])
 
 
 def _lines(path: Path) -> list[dict]:

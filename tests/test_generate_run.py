@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from sample_tasks import SEED_INSTRUCTIONS as ALL_SEED_INSTRUCTIONS
+from sample_tasks import write_seed_file
 from servers import Reply, ScriptedServer, chat_reply, completion_reply, invented_words
 
 from apprentice.generate.config import GenerateConfig
@@ -26,13 +27,7 @@ SEED_INSTRUCTIONS = ALL_SEED_INSTRUCTIONS[:8]
 
 @pytest.fixture
 def seeds_file(tmp_path) -> Path:
-    path = tmp_path / "seeds.jsonl"
-    lines = [json.dumps({"id": f"s{i}", "name": f"seed_{i}", "instruction": text,
-                         "instances": [{"input": "" if i % 2 else "some input", "output": f"answer {i}"}],
-                         "is_classification": "Classify" in text})
-             for i, text in enumerate(SEED_INSTRUCTIONS)]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_seed_file(tmp_path / "seeds.jsonl", SEED_INSTRUCTIONS)
 
 
 def _prompt(body: dict) -> str:

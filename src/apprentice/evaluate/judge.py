@@ -50,7 +50,8 @@ from apprentice.evaluate.verdict import Verdict, parse_verdict, second_probabili
 from apprentice.jsonfile import write_json_atomic
 from apprentice.models import Completion, Model, Request
 from apprentice.models.base import BackendOptions
-from apprentice.models.engine import ENGINE_HELP
+from apprentice.models.engine import ENGINE_HELP, check_engine
+from apprentice.models.ratelimit import check_limits
 from apprentice.models.spec import SPEC_HELP
 from apprentice.runlock import hold
 from apprentice.settings import check_settings, setting
@@ -255,9 +256,6 @@ class JudgeConfig:
 
 def run_judge(config: JudgeConfig, console: Console | None = None) -> list[dict]:
     """`judge_files` with a JudgeConfig's settings."""
-    from apprentice.models.engine import check_engine
-    from apprentice.models.ratelimit import check_limits
-
     check_settings(config)
     check_limits(config.rpm, config.tpm)
     options = BackendOptions(concurrency=config.concurrency, batch_size=config.batch_size, device=config.device,
