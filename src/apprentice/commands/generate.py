@@ -19,7 +19,8 @@ console = Console()
 
 
 def generate(config: GenerateConfig, estimate: bool = False, cancel_batches: Path | None = None) -> None:
-    """Run (or estimate) one generate run and print its summary; a run stopped by a cap exits 1."""
+    """Run (or estimate) one generate run and print its summary; a run stopped by a cap exits 1. (`cancel_batches`
+    is done by its option's callback before the run's options are read: when it comes here it is None.)"""
     from apprentice.generate.run import generate as run_generate
     from apprentice.generate.stats import summary_table
 
@@ -54,7 +55,6 @@ def generate(config: GenerateConfig, estimate: bool = False, cancel_batches: Pat
         )
         raise typer.Exit(1)
     console.print(f"wrote {config.out / 'alpaca_data.json'} ({result.stats.kept} records)")
-
 
 
 def _cancel_batches(out: Path | None) -> None:
