@@ -17,6 +17,10 @@ filter of set-similarity joins (AllPairs, PPJoin; the two-feature version is Ada
   compatible length and keeps what it finds s times. Both sides need one fixed order: it is the document frequency
   at the last rebuild (features first seen since then come first, by id), and the index rebuilds each time it
   doubles, so the order follows the data at a cost linear in its size overall.
+* With a small vocabulary (a teacher that reuses a few thousand words) every token's posting set grows with the
+  index, however rare it is ranked; of the sets a pair must be found in twice, the largest is then only intersected
+  with the union of the others, which walks the smaller side. The stored token lists are tuples of ints, which the
+  garbage collector stops tracking, so a full collection late in a long run does not walk the whole index.
 * Candidates get their exact overlap (a set intersection) and are scored in decreasing order of the F-measure of
   that bound (the same float expression, so F <= bound holds for the rounded values too), stopping when no bound can
   beat the best score; survivors get a bit-parallel LCS (Allison-Dix / Hyyrö) on Python integers.
@@ -42,6 +46,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 _NON_ALPHANUM = re.compile(r"[^a-z0-9]+")
@@ -111,6 +116,20 @@ def _features(ids: list[int]) -> list[int]:
     return features
 
 
+def _found_twice(postings: list[set[int]]) -> set[int]:
+    """The ids in at least two of the posting sets. With a small vocabulary every token's set grows with the index,
+    so the largest one is only intersected with the union of the others (which walks the smaller side)."""
+    if len(postings) < 2:
+        return set()
+    postings = sorted(postings, key=len)
+    once: set[int] = set()
+    twice: set[int] = set()
+    for docs in postings[:-1]:
+        twice |= once & docs
+        once |= docs
+    return twice | (once & postings[-1])
+
+
 def _shared(needed: int) -> int:
     """How many features a pair needing an overlap of `needed` must share within its prefixes."""
     return min(needed, 2)
@@ -156,15 +175,16 @@ class RougeLIndex:
             raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
         self.threshold = threshold
         self._vocab: dict[str, int] = {}
-        self._docs: list[list[int]] = []
-        self._feature_sets: list[frozenset[int]] = []
+        # tuples of ints, which the garbage collector stops tracking: a full collection then skips the whole index
+        self._docs: list[tuple[int, ...]] = []  # token ids
+        self._doc_features: list[tuple[int, ...]] = []
         self._frequency: dict[int, int] = {}  # feature -> number of stored instructions that have it
         # The token order of the prefixes: rarest first by the frequencies at the last rebuild; features first seen
         # since then come before all others (rank -1), by id. Fixed between rebuilds, as both prefixes need.
         self._rank: dict[int, int] = {}
         self._rebuilt_at = 0
         # feature -> stored length -> ids of the stored instructions of that length with the feature in their prefix
-        self._postings: dict[int, dict[int, list[int]]] = {}
+        self._postings: dict[int, dict[int, set[int]]] = {}
         self._longest = 0  # tokens in the longest stored instruction
         self._plans: dict[int, tuple[int, list[tuple[int, int, int]]]] = {}  # m -> (self._longest, its probe plan)
 
@@ -176,8 +196,8 @@ class RougeLIndex:
         doc = len(self._docs)
         ids = [self._vocab.setdefault(token, len(self._vocab)) for token in tokenize(text)]
         features = _features(ids)
-        self._docs.append(ids)
-        self._feature_sets.append(frozenset(features))
+        self._docs.append(tuple(ids))
+        self._doc_features.append(tuple(features))
         self._longest = max(self._longest, len(ids))
         for feature in features:
             self._frequency[feature] = self._frequency.get(feature, 0) + 1
@@ -206,7 +226,7 @@ class RougeLIndex:
             cached = self._plans[m] = (self._longest, _probe_plan(m, self._longest, self.threshold))
         postings = self._postings
         candidates: set[int] = set()
-        once: set[int] = set()  # of the pairs that must share two features: those found once so far
+        twice: list[set[int]] = []  # posting sets a candidate must be found in two of
         for feature, (lo, hi, single) in zip(self._ordered(features), cached[1]):
             by_length = postings.get(feature)
             if not by_length:
@@ -218,24 +238,24 @@ class RougeLIndex:
                 buckets = [(n, by_length[n]) for n in range(lo, hi + 1) if n in by_length]
             for n, docs in buckets:
                 if n <= single:
-                    candidates.update(docs)
+                    candidates |= docs
                 else:
-                    candidates.update(once.intersection(docs))
-                    once.update(docs)
+                    twice.append(docs)
+        candidates |= _found_twice(twice)
         return self._best(ids, frozenset(features), candidates)
 
     def _ordered(self, features: list[int]) -> list[int]:
         rank = self._rank
         return sorted(features, key=lambda feature: (rank.get(feature, -1), feature))
 
-    def _index(self, doc: int, features: list[int]) -> None:
+    def _index(self, doc: int, features: Sequence[int]) -> None:
         """Post a stored instruction under the features of the longest prefix any query can need: for the least
         overlap F > t allows at its length, t * n / (2 - t) (a query of t * n / (2 - t) tokens, all shared)."""
         n = len(features)
         level = self.threshold - _MARGIN
         needed = max(1, math.ceil(level * n / (2 - level)))
         for feature in self._ordered(features)[: n - needed + _shared(needed)]:
-            self._postings.setdefault(feature, {}).setdefault(n, []).append(doc)
+            self._postings.setdefault(feature, {}).setdefault(n, set()).add(doc)
 
     def _rebuild(self) -> None:
         """Re-rank the features by their frequencies now and post every stored instruction again: done each time
@@ -243,29 +263,28 @@ class RougeLIndex:
         ordered = sorted(self._frequency, key=lambda feature: (self._frequency[feature], feature))
         self._rank = {feature: rank for rank, feature in enumerate(ordered)}
         self._postings = {}
-        for doc, ids in enumerate(self._docs):
-            self._index(doc, _features(ids))
+        for doc, features in enumerate(self._doc_features):
+            self._index(doc, features)
         self._rebuilt_at = len(self._docs)
 
     def _best(self, ids: list[int], features: frozenset[int], candidates: set[int]) -> Match:
         """The best exact score among the candidates (ties: the lowest id), scored in decreasing order of their
         overlap bound until no bound can beat the best found."""
         m = len(ids)
-        bounded = []
-        for doc in candidates:
-            n = len(self._docs[doc])
-            bounded.append((-f_measure(len(features & self._feature_sets[doc]), m, n), doc))
+        docs, doc_features = self._docs, self._doc_features
+        bounded = [(-f_measure(len(features.intersection(doc_features[doc])), m, len(docs[doc])), doc)
+                   for doc in candidates]
         bounded.sort()
-        best = Match(0.0, None)
+        best_score, best_doc = 0.0, None
         ones = (1 << m) - 1
         pattern = _position_masks(ids)
         for negative_bound, doc in bounded:
-            if -negative_bound < best.score:
+            if -negative_bound < best_score:
                 break
-            if best.index is not None and -negative_bound == best.score and doc > best.index:
+            if best_doc is not None and -negative_bound == best_score and doc > best_doc:
                 continue
-            tokens = self._docs[doc]
+            tokens = docs[doc]
             score = f_measure((ones ^ _advance(ones, pattern, ones, tokens)).bit_count(), m, len(tokens))
-            if score > best.score or (score == best.score and best.index is not None and doc < best.index):
-                best = Match(score, doc)
-        return best
+            if score > best_score or (score == best_score and best_doc is not None and doc < best_doc):
+                best_score, best_doc = score, doc
+        return Match(best_score, best_doc)
