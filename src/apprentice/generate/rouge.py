@@ -17,10 +17,12 @@ filter of set-similarity joins (AllPairs, PPJoin; the two-feature version is Ada
   compatible length and keeps what it finds s times. Both sides need one fixed order: it is the document frequency
   at the last rebuild (features first seen since then come first, by id), and the index rebuilds each time it
   doubles, so the order follows the data at a cost linear in its size overall.
-* With a small vocabulary (a teacher that reuses a few thousand words) every token's posting set grows with the
-  index, however rare it is ranked; of the sets a pair must be found in twice, the largest is then only intersected
-  with the union of the others, which walks the smaller side. The stored token lists are tuples of ints, which the
-  garbage collector stops tracking, so a full collection late in a long run does not walk the whole index.
+* Memory, not arithmetic, sets the cost of a query inside a generate run, where other threads evict the index from
+  the CPU caches between two queries. So the posting lists are C arrays of ids (4 bytes each, read in order) and the
+  stored token lists are tuples of ints, which the garbage collector stops tracking: a full collection late in a long
+  run does not walk the index either. With a small vocabulary (a teacher that reuses a few thousand words) every
+  token's posting list grows with the index however rarely it is ranked; the largest list a pair must be found in
+  twice is then only checked against the union of the others.
 * Candidates get their exact overlap (a set intersection) and are scored in decreasing order of the F-measure of
   that bound (the same float expression, so F <= bound holds for the rounded values too), stopping when no bound can
   beat the best score; survivors get a bit-parallel LCS (Allison-Dix / Hyyrö) on Python integers.
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import math
 import re
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -116,18 +119,17 @@ def _features(ids: list[int]) -> list[int]:
     return features
 
 
-def _found_twice(postings: list[set[int]]) -> set[int]:
-    """The ids in at least two of the posting sets. With a small vocabulary every token's set grows with the index,
-    so the largest one is only intersected with the union of the others (which walks the smaller side)."""
+def _found_twice(postings: list[array]) -> set[int]:
+    """The ids in at least two of the posting lists (each holds an id at most once)."""
     if len(postings) < 2:
         return set()
     postings = sorted(postings, key=len)
     once: set[int] = set()
     twice: set[int] = set()
     for docs in postings[:-1]:
-        twice |= once & docs
-        once |= docs
-    return twice | (once & postings[-1])
+        twice.update(once.intersection(docs))
+        once.update(docs)
+    return twice | once.intersection(postings[-1])
 
 
 def _shared(needed: int) -> int:
@@ -183,8 +185,9 @@ class RougeLIndex:
         # since then come before all others (rank -1), by id. Fixed between rebuilds, as both prefixes need.
         self._rank: dict[int, int] = {}
         self._rebuilt_at = 0
-        # feature -> stored length -> ids of the stored instructions of that length with the feature in their prefix
-        self._postings: dict[int, dict[int, set[int]]] = {}
+        # feature -> stored length -> ids of the stored instructions of that length with the feature in their prefix,
+        # as C arrays: compact, read in order, and nothing for the garbage collector to walk
+        self._postings: dict[int, dict[int, array]] = {}
         self._longest = 0  # tokens in the longest stored instruction
         self._plans: dict[int, tuple[int, list[tuple[int, int, int]]]] = {}  # m -> (self._longest, its probe plan)
 
@@ -226,7 +229,7 @@ class RougeLIndex:
             cached = self._plans[m] = (self._longest, _probe_plan(m, self._longest, self.threshold))
         postings = self._postings
         candidates: set[int] = set()
-        twice: list[set[int]] = []  # posting sets a candidate must be found in two of
+        twice: list[array] = []  # posting lists a candidate must be found in two of
         for feature, (lo, hi, single) in zip(self._ordered(features), cached[1]):
             by_length = postings.get(feature)
             if not by_length:
@@ -238,7 +241,7 @@ class RougeLIndex:
                 buckets = [(n, by_length[n]) for n in range(lo, hi + 1) if n in by_length]
             for n, docs in buckets:
                 if n <= single:
-                    candidates |= docs
+                    candidates.update(docs)
                 else:
                     twice.append(docs)
         candidates |= _found_twice(twice)
@@ -255,7 +258,11 @@ class RougeLIndex:
         level = self.threshold - _MARGIN
         needed = max(1, math.ceil(level * n / (2 - level)))
         for feature in self._ordered(features)[: n - needed + _shared(needed)]:
-            self._postings.setdefault(feature, {}).setdefault(n, set()).add(doc)
+            by_length = self._postings.setdefault(feature, {})
+            docs = by_length.get(n)
+            if docs is None:
+                docs = by_length[n] = array("i")
+            docs.append(doc)
 
     def _rebuild(self) -> None:
         """Re-rank the features by their frequencies now and post every stored instruction again: done each time
