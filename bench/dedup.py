@@ -31,6 +31,11 @@ zipf: a leading verb (one of 12), then 2-10 words, each a stop word with probabi
   both drawn with Zipf weights 1/rank (40 stop words, 5,000 made-up words): frequent tokens everywhere ("the" is
   one token in 12), most items kept.
 
+smallvocab: a leading verb (one of 12), "the", then 8 words drawn uniformly from only 400 made-up words; one item in
+  five is an earlier one with one or two words replaced (a near duplicate, F >= 0.8). What a teacher that reuses a
+  small vocabulary writes (bench/generate_scale.py's teacher is one): every word recurs, so every posting list grows
+  with the index however rarely its word is ranked.
+
 The baseline is Stanford's loop (generate_instruction.py): tokenize the candidate with rouge_score's tokenizer, then
 `Pool(2).map(partial(rouge_scorer._score_lcs, candidate_tokens), kept_tokens)` with a new pool per candidate, keep
 when every F <= 0.7. It runs on a prefix of the stream (it would take hours on all of it); the index runs on the same
@@ -158,7 +163,23 @@ def zipf_stream(size: int, seed: int = 0) -> list[str]:
     return stream
 
 
-STREAMS = {"bench": build_stream, "templated": templated_stream, "zipf": zipf_stream}
+def small_vocabulary_stream(size: int, seed: int = 0) -> list[str]:
+    words = made_up_words(400)
+    rng = random.Random(seed)
+    stream: list[str] = []
+    for _ in range(size):
+        if stream and rng.random() < 0.2:
+            tokens = rng.choice(stream).rstrip(".").split()
+            for position in rng.sample(range(2, len(tokens)), rng.randint(1, 2)):
+                tokens[position] = rng.choice(words)
+        else:
+            tokens = [rng.choice(VERBS), "the"] + [rng.choice(words) for _ in range(8)]
+        stream.append(" ".join(tokens) + ".")
+    return stream
+
+
+STREAMS = {"bench": build_stream, "templated": templated_stream, "zipf": zipf_stream,
+           "smallvocab": small_vocabulary_stream}
 
 
 def stanford(stream: list[str], threshold: float) -> tuple[list[bool], list[float], int]:

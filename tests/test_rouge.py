@@ -168,15 +168,17 @@ def bench_streams():
     return module.STREAMS
 
 
-@pytest.mark.parametrize("name,size,min_removed", [("templated", 700, 0), ("zipf", 1500, 5), ("bench", 1400, 60)])
+@pytest.mark.parametrize("name,size,min_removed", [("templated", 700, 0), ("zipf", 1500, 5), ("bench", 1400, 60),
+                                                   ("smallvocab", 1500, 200)])
 def test_benchmark_streams_equal_brute_force(shared_data, name, size, min_removed):
-    """The benchmark's streams: a shared frame, Zipf words with stop words, variants of real instructions; enough
-    items to cross several re-rankings of the token order (at 64, 128, 256, 512, 1024 stored)."""
+    """The benchmark's streams: a shared frame, Zipf words with stop words, variants of real instructions, a small
+    vocabulary whose every posting list grows long; enough items to cross several re-rankings of the token order
+    (at 64, 128, 256, 512, 1024 stored)."""
     kept, removed = walk(bench_streams()[name](size, seed=1), 0.7)
     assert removed >= min_removed and kept > 64
 
 
-@pytest.mark.parametrize("name", ["templated", "zipf"])
+@pytest.mark.parametrize("name", ["templated", "zipf", "smallvocab"])
 def test_benchmark_streams_equal_rouge_score(name):
     """rouge_score's own `_score_lcs` on a small prefix, as Stanford's loop calls it."""
     index = RougeLIndex(0.7)
