@@ -17,8 +17,8 @@ filter of set-similarity joins (AllPairs, PPJoin; the two-feature version is Ada
   compatible length and keeps what it finds s times. Both sides need one fixed order: it is the document frequency
   at the last rebuild (features first seen since then come first, by id), and the index rebuilds each time it
   doubles, so the order follows the data at a cost linear in its size overall.
-* Memory, not arithmetic, sets the cost of a query inside a generate run, where other threads evict the index from
-  the CPU caches between two queries. So the posting lists are C arrays of ids (4 bytes each, read in order) and the
+* Inside a generate run other threads evict the index from the CPU caches between two queries, so the memory a
+  query touches counts. So the posting lists are C arrays of ids (4 bytes each, read in order) and the
   stored token lists are tuples of ints, which the garbage collector stops tracking: a full collection late in a long
   run does not walk the index either. With a small vocabulary (a teacher that reuses a few thousand words) every
   token's posting list grows with the index however rarely it is ranked; the largest list a pair must be found in
