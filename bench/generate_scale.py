@@ -45,7 +45,8 @@ class CpuClock:
     can be read off afterwards."""
 
     def __init__(self) -> None:
-        self.samples: list[tuple[float, float]] = []
+        self.walls: list[float] = []
+        self.cpus: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -59,15 +60,15 @@ class CpuClock:
 
     def _run(self) -> None:
         while True:
-            self.samples.append((time.time(), time.process_time()))
+            self.walls.append(time.time())
+            self.cpus.append(time.process_time())
             if self._stop.wait(SAMPLE_EVERY_S):
                 return
 
     def at(self, wall: float) -> float:
         """Process CPU seconds at wall-clock time `wall`, interpolated between the samples around it."""
-        walls = [w for w, _ in self.samples]
-        k = min(max(1, bisect.bisect_left(walls, wall)), len(walls) - 1)
-        (w0, c0), (w1, c1) = self.samples[k - 1], self.samples[k]
+        k = min(max(1, bisect.bisect_left(self.walls, wall)), len(self.walls) - 1)
+        w0, w1, c0, c1 = self.walls[k - 1], self.walls[k], self.cpus[k - 1], self.cpus[k]
         return c0 + (c1 - c0) * (wall - w0) / max(1e-9, w1 - w0)
 
 

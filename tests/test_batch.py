@@ -372,6 +372,18 @@ def test_the_cost_cap_and_the_estimate_use_the_batch_price(tmp_path, seeds_file)
     assert online.status == "cost_capped" and online.stats.answers == 0 and online.paid_usd == 0
 
 
+def _second_run_at_its_second_batch(server: BatchServer, script: BatchServer, out: Path, seeds: Path, num: int,
+                                    **popen) -> subprocess.Popen:
+    """Switch `server` to answer as `script` does, start a batch run into `out` and return it once `script` holds
+    its second batch (or the run has ended, or two minutes have passed)."""
+    server.http.handler = script.handle
+    proc = subprocess.Popen(_cli(server.url, out, seeds, num, "--batch"), **popen)
+    deadline = time.time() + 120
+    while len(script.batches) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    return proc
+
+
 @pytest.mark.parametrize("kill_at", ["polling", "creating"])
 def test_kill_9_during_a_batch_resumes_without_a_second_submission(tmp_path, seeds_file, kill_at):
     num = 20
@@ -385,13 +397,10 @@ def test_kill_9_during_a_batch_resumes_without_a_second_submission(tmp_path, see
         resumed.held = lambda number: number == 1 and kill_at == "polling"
         if kill_at == "creating":
             resumed.create_delay = {1: 5.0}  # the second batch is made, but the answer to its create call is late
-        server.http.handler = resumed.handle
         out = tmp_path / "killed"
-        proc = subprocess.Popen(_cli(server.url, out, seeds_file, num, "--batch"), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = _second_run_at_its_second_batch(server, resumed, out, seeds_file, num, stdout=subprocess.DEVNULL,
+                                               stderr=subprocess.DEVNULL)
         deadline = time.time() + 120
-        while len(resumed.batches) < 2 and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.05)
         if kill_at == "polling":  # it has polled the second batch at least once
             while server.http.count("/batches/" + list(resumed.batches)[-1]) < 1 and time.time() < deadline:
                 time.sleep(0.05)
@@ -421,13 +430,9 @@ def test_cancel_batches_stops_what_is_in_flight_and_a_rerun_submits_the_rest(tmp
         subprocess.run(_cli(server.url, whole, seeds_file, num, "--batch"), check=True, capture_output=True,
                        timeout=300)
         cancelled = BatchServer(held=lambda number: number == 1)  # the second wave waits until it is cancelled
-        server.http.handler = cancelled.handle
         out = tmp_path / "run"
-        proc = subprocess.Popen(_cli(server.url, out, seeds_file, num, "--batch"), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
-        deadline = time.time() + 120
-        while len(cancelled.batches) < 2 and time.time() < deadline:
-            time.sleep(0.05)
+        proc = _second_run_at_its_second_batch(server, cancelled, out, seeds_file, num, stdout=subprocess.PIPE,
+                                               stderr=subprocess.PIPE, text=True)
         if not running:
             os.kill(proc.pid, signal.SIGKILL)
         cancel = subprocess.run([sys.executable, "-m", "apprentice", "generate", "--cancel-batches", str(out)],

@@ -247,7 +247,7 @@ class RougeLIndex:
         candidates |= _found_twice(twice)
         return self._best(ids, frozenset(features), candidates)
 
-    def _ordered(self, features: list[int]) -> list[int]:
+    def _ordered(self, features: Sequence[int]) -> list[int]:
         rank = self._rank
         return sorted(features, key=lambda feature: (rank.get(feature, -1), feature))
 
