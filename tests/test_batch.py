@@ -372,10 +372,12 @@ def test_the_cost_cap_and_the_estimate_use_the_batch_price(tmp_path, seeds_file)
     assert online.status == "cost_capped" and online.stats.answers == 0 and online.paid_usd == 0
 
 
-def _second_run_at_its_second_batch(server: BatchServer, script: BatchServer, out: Path, seeds: Path, num: int,
-                                    **popen) -> subprocess.Popen:
-    """Switch `server` to answer as `script` does, start a batch run into `out` and return it once `script` holds
-    its second batch (or the run has ended, or two minutes have passed)."""
+def _whole_then_second_run(server: BatchServer, script: BatchServer, whole: Path, out: Path, seeds: Path, num: int,
+                           **popen) -> subprocess.Popen:
+    """Generate `whole` uninterrupted against `server`, then switch it to answer as `script` does, start a batch run
+    into `out` and return it once `script` holds its second batch (or the run has ended, or two minutes have
+    passed). `server`'s own counters keep what the uninterrupted run sent."""
+    subprocess.run(_cli(server.url, whole, seeds, num, "--batch"), check=True, capture_output=True, timeout=300)
     server.http.handler = script.handle
     proc = subprocess.Popen(_cli(server.url, out, seeds, num, "--batch"), **popen)
     deadline = time.time() + 120
@@ -388,18 +390,14 @@ def _second_run_at_its_second_batch(server: BatchServer, script: BatchServer, ou
 def test_kill_9_during_a_batch_resumes_without_a_second_submission(tmp_path, seeds_file, kill_at):
     num = 20
     with BatchServer() as server:
-        whole = tmp_path / "whole"
-        subprocess.run(_cli(server.url, whole, seeds_file, num, "--batch"), check=True, capture_output=True,
-                       timeout=300)
-        uninterrupted = sum(server.sent.values())
-
         resumed = BatchServer()
         resumed.held = lambda number: number == 1 and kill_at == "polling"
         if kill_at == "creating":
             resumed.create_delay = {1: 5.0}  # the second batch is made, but the answer to its create call is late
-        out = tmp_path / "killed"
-        proc = _second_run_at_its_second_batch(server, resumed, out, seeds_file, num, stdout=subprocess.DEVNULL,
-                                               stderr=subprocess.DEVNULL)
+        whole, out = tmp_path / "whole", tmp_path / "killed"
+        proc = _whole_then_second_run(server, resumed, whole, out, seeds_file, num, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+        uninterrupted = sum(server.sent.values())
         deadline = time.time() + 120
         if kill_at == "polling":  # it has polled the second batch at least once
             while server.http.count("/batches/" + list(resumed.batches)[-1]) < 1 and time.time() < deadline:
@@ -426,13 +424,10 @@ def test_kill_9_during_a_batch_resumes_without_a_second_submission(tmp_path, see
 def test_cancel_batches_stops_what_is_in_flight_and_a_rerun_submits_the_rest(tmp_path, seeds_file, running):
     num = 12
     with BatchServer() as server:
-        whole = tmp_path / "whole"
-        subprocess.run(_cli(server.url, whole, seeds_file, num, "--batch"), check=True, capture_output=True,
-                       timeout=300)
         cancelled = BatchServer(held=lambda number: number == 1)  # the second wave waits until it is cancelled
-        out = tmp_path / "run"
-        proc = _second_run_at_its_second_batch(server, cancelled, out, seeds_file, num, stdout=subprocess.PIPE,
-                                               stderr=subprocess.PIPE, text=True)
+        whole, out = tmp_path / "whole", tmp_path / "run"
+        proc = _whole_then_second_run(server, cancelled, whole, out, seeds_file, num, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True)
         if not running:
             os.kill(proc.pid, signal.SIGKILL)
         cancel = subprocess.run([sys.executable, "-m", "apprentice", "generate", "--cancel-batches", str(out)],
